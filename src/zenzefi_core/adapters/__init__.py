@@ -1,0 +1,1 @@
+"""Adapters behind the core's ports: in-memory (`memory`) and SQLAlchemy (`sqlalchemy`)."""

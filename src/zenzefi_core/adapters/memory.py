@@ -1,0 +1,254 @@
+"""An in-memory unit of work: the real semantics of the SQL adapter, without a database.
+
+For library users who want the rules without persistence, and for unit tests that must run in
+milliseconds. Transactions are serialised by one lock and isolated by working on copies of the
+tables, which are swapped in on commit; leaving without commit discards them. The contract suite
+in tests/contract runs the same tests against this and the SQLAlchemy adapter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Self
+from uuid import UUID
+
+from zenzefi_core.domain import IdempotencyRecord, LedgerEntry, OutboxEvent, TransactionType, User
+from zenzefi_core.errors import DuplicateUser, IdempotencyConflict
+from zenzefi_core.money import ZERO
+from zenzefi_core.ports import LedgerDiscrepancy, Page
+
+
+@dataclasses.dataclass
+class _Tables:
+    users: dict[UUID, User] = dataclasses.field(default_factory=dict)
+    ledger: list[LedgerEntry] = dataclasses.field(default_factory=list)
+    outbox: dict[UUID, OutboxEvent] = dataclasses.field(default_factory=dict)
+    idempotency: dict[tuple[UUID, str], IdempotencyRecord] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def copy(self) -> _Tables:
+        # Entities are frozen, so copying the containers is enough to isolate a transaction.
+        return _Tables(
+            users=dict(self.users),
+            ledger=list(self.ledger),
+            outbox=dict(self.outbox),
+            idempotency=dict(self.idempotency),
+        )
+
+
+class MemoryStore:
+    """The committed state, shared by every unit of work made from it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.tables = _Tables()
+
+    def unit_of_work(self) -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(self)
+
+
+class _UserRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def _clash(self, user: User) -> str | None:
+        for other in self._t.users.values():
+            if other.id == user.id:
+                continue
+            if other.email.lower() == user.email.lower():
+                return "email"
+            if other.username.lower() == user.username.lower():
+                return "username"
+            if other.referral_code == user.referral_code:
+                return "referral code"
+        return None
+
+    def add(self, user: User) -> None:
+        if user.id in self._t.users:
+            raise DuplicateUser("id")
+        clash = self._clash(user)
+        if clash:
+            raise DuplicateUser(clash)
+        self._t.users[user.id] = user
+
+    def get(self, user_id: UUID) -> User | None:
+        return self._t.users.get(user_id)
+
+    def _find(self, field: str, value: str) -> User | None:
+        wanted = value.lower()
+        for user in self._t.users.values():
+            if str(getattr(user, field)).lower() == wanted:
+                return user
+        return None
+
+    def get_by_email(self, email: str) -> User | None:
+        return self._find("email", email)
+
+    def get_by_username(self, username: str) -> User | None:
+        return self._find("username", username)
+
+    def get_by_referral_code(self, code: str) -> User | None:
+        for user in self._t.users.values():
+            if user.referral_code == code:
+                return user
+        return None
+
+    def update(self, user: User) -> None:
+        current = self._t.users.get(user.id)
+        if current is None:
+            return
+        clash = self._clash(user)
+        if clash:
+            raise DuplicateUser(clash)
+        self._t.users[user.id] = dataclasses.replace(user, balance=current.balance)
+
+    def change_balance(self, user_id: UUID, delta: Decimal) -> Decimal | None:
+        user = self._t.users.get(user_id)
+        if user is None or user.balance + delta < ZERO:
+            return None
+        updated = dataclasses.replace(user, balance=user.balance + delta)
+        self._t.users[user_id] = updated
+        return updated.balance
+
+
+class _LedgerRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def add(self, entry: LedgerEntry) -> None:
+        self._t.ledger.append(entry)
+
+    def list_for_user(
+        self,
+        user_id: UUID,
+        *,
+        limit: int,
+        offset: int,
+        transaction_type: TransactionType | None = None,
+    ) -> Page[LedgerEntry]:
+        matching = [
+            e
+            for e in self._t.ledger
+            if e.user_id == user_id
+            and (transaction_type is None or e.transaction_type == transaction_type)
+        ]
+        matching.sort(key=lambda e: (e.created_at, e.id), reverse=True)
+        return Page(
+            items=matching[offset : offset + limit],
+            total=len(matching),
+            limit=limit,
+            offset=offset,
+        )
+
+    def total_for_user(self, user_id: UUID) -> Decimal:
+        return sum((e.amount for e in self._t.ledger if e.user_id == user_id), ZERO)
+
+    def discrepancies(self) -> list[LedgerDiscrepancy]:
+        totals: dict[UUID, Decimal] = {}
+        for entry in self._t.ledger:
+            totals[entry.user_id] = totals.get(entry.user_id, ZERO) + entry.amount
+        found = []
+        for user in sorted(self._t.users.values(), key=lambda u: u.id):
+            total = totals.get(user.id, ZERO)
+            if user.balance != total or user.balance < ZERO:
+                found.append(
+                    LedgerDiscrepancy(
+                        user_id=user.id,
+                        username=user.username,
+                        balance=user.balance,
+                        ledger_total=total,
+                    )
+                )
+        return found
+
+    def count_users(self) -> int:
+        return len(self._t.users)
+
+
+class _OutboxRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def add(self, event: OutboxEvent) -> None:
+        self._t.outbox[event.id] = event
+
+    def pending(self, *, limit: int) -> list[OutboxEvent]:
+        waiting = [e for e in self._t.outbox.values() if e.dispatched_at is None]
+        waiting.sort(key=lambda e: (e.created_at, e.id))
+        return waiting[:limit]
+
+    def mark_dispatched(self, event_ids: Sequence[UUID], at: datetime) -> None:
+        for event_id in event_ids:
+            event = self._t.outbox.get(event_id)
+            if event is not None and event.dispatched_at is None:
+                self._t.outbox[event_id] = dataclasses.replace(
+                    event, dispatched_at=at, attempts=event.attempts + 1
+                )
+
+
+class _IdempotencyRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def get(self, user_id: UUID, key: str) -> IdempotencyRecord | None:
+        return self._t.idempotency.get((user_id, key))
+
+    def add(self, record: IdempotencyRecord) -> None:
+        slot = (record.user_id, record.key)
+        if slot in self._t.idempotency:
+            raise IdempotencyConflict()
+        self._t.idempotency[slot] = record
+
+
+class InMemoryUnitOfWork:
+    users: _UserRepository
+    ledger: _LedgerRepository
+    outbox: _OutboxRepository
+    idempotency: _IdempotencyRepository
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._working: _Tables | None = None
+        self.committed = False
+
+    def __enter__(self) -> Self:
+        self._store.lock.acquire()
+        self._working = self._store.tables.copy()
+        self._rebind(self._working)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._working = None
+        self._store.lock.release()
+
+    def commit(self) -> None:
+        if self._working is None:
+            raise RuntimeError("commit() outside the unit of work's `with` block")
+        self._store.tables = self._working
+        # Later work in the same block starts from what was just committed.
+        self._working = self._working.copy()
+        self._rebind(self._working)
+        self.committed = True
+
+    def rollback(self) -> None:
+        if self._working is None:
+            raise RuntimeError("rollback() outside the unit of work's `with` block")
+        self._working = self._store.tables.copy()
+        self._rebind(self._working)
+
+    def _rebind(self, tables: _Tables) -> None:
+        self.users = _UserRepository(tables)
+        self.ledger = _LedgerRepository(tables)
+        self.outbox = _OutboxRepository(tables)
+        self.idempotency = _IdempotencyRepository(tables)

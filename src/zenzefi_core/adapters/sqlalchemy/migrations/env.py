@@ -1,0 +1,42 @@
+"""Alembic environment: runs on the engine handed over by `migrate.py`, or on the URL configured
+for `alembic` on the command line (`alembic.ini` at the repository root, or ZENZEFI_DATABASE_URL)."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection
+
+from zenzefi_core.adapters.sqlalchemy.engine import make_engine
+from zenzefi_core.adapters.sqlalchemy.tables import metadata
+from zenzefi_core.settings import Settings
+
+config = context.config
+
+
+def run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()
+
+
+def main() -> None:
+    engine = config.attributes.get("engine")
+    owned = engine is None
+    if engine is None:
+        url = config.get_main_option("sqlalchemy.url") or Settings().database_url
+        engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            run(connection)
+    finally:
+        if owned:
+            engine.dispose()
+
+
+main()

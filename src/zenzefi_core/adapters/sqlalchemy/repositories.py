@@ -1,0 +1,306 @@
+"""Repositories over one SQLAlchemy connection (Core, not ORM: each statement is explicit)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, Row, func, insert, literal, select, update
+from sqlalchemy.exc import IntegrityError
+
+from zenzefi_core.adapters.sqlalchemy.tables import (
+    idempotency_keys,
+    outbox_events,
+    transactions,
+    users,
+)
+from zenzefi_core.domain import IdempotencyRecord, LedgerEntry, OutboxEvent, TransactionType, User
+from zenzefi_core.errors import DuplicateUser, IdempotencyConflict
+from zenzefi_core.money import ZERO
+from zenzefi_core.ports import LedgerDiscrepancy, Page
+
+
+def _cents(expression: Any) -> Any:
+    """ROUND(x, 2): exact on PostgreSQL, and keeps SQLite's float storage on whole cents."""
+    return func.round(expression, 2)
+
+
+def _user(row: Row[Any]) -> User:
+    return User(
+        id=row.id,
+        email=row.email,
+        username=row.username,
+        password_hash=row.password_hash,
+        referral_code=row.referral_code,
+        created_at=row.created_at,
+        full_name=row.full_name,
+        referred_by_id=row.referred_by_id,
+        is_active=row.is_active,
+        is_superuser=row.is_superuser,
+        balance=row.balance,
+    )
+
+
+def _duplicate_field(error: IntegrityError) -> str:
+    text = str(error.orig).lower()
+    for column, field in (
+        ("username", "username"),
+        ("email", "email"),
+        ("referral_code", "referral code"),
+    ):
+        if column in text:
+            return field
+    return "id"
+
+
+class SqlUserRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def _values(self, user: User) -> dict[str, Any]:
+        return {
+            "email": user.email,
+            "username": user.username,
+            "username_lower": user.username.lower(),
+            "password_hash": user.password_hash,
+            "full_name": user.full_name,
+            "referral_code": user.referral_code,
+            "referred_by_id": user.referred_by_id,
+            "is_active": user.is_active,
+            "is_superuser": user.is_superuser,
+        }
+
+    def add(self, user: User) -> None:
+        try:
+            with self._c.begin_nested():
+                self._c.execute(
+                    insert(users).values(
+                        id=user.id,
+                        balance=user.balance,
+                        created_at=user.created_at,
+                        **self._values(user),
+                    )
+                )
+        except IntegrityError as error:
+            raise DuplicateUser(_duplicate_field(error)) from None
+
+    def _one(self, *where: Any) -> User | None:
+        row = self._c.execute(select(users).where(*where)).first()
+        return None if row is None else _user(row)
+
+    def get(self, user_id: UUID) -> User | None:
+        return self._one(users.c.id == user_id)
+
+    def get_by_email(self, email: str) -> User | None:
+        return self._one(users.c.email == email.strip().lower())
+
+    def get_by_username(self, username: str) -> User | None:
+        return self._one(users.c.username_lower == username.strip().lower())
+
+    def get_by_referral_code(self, code: str) -> User | None:
+        return self._one(users.c.referral_code == code)
+
+    def update(self, user: User) -> None:
+        try:
+            with self._c.begin_nested():
+                self._c.execute(
+                    update(users).where(users.c.id == user.id).values(**self._values(user))
+                )
+        except IntegrityError as error:
+            raise DuplicateUser(_duplicate_field(error)) from None
+
+    def change_balance(self, user_id: UUID, delta: Decimal) -> Decimal | None:
+        amount = literal(delta, users.c.balance.type)
+        row = self._c.execute(
+            update(users)
+            .where(users.c.id == user_id, users.c.balance + amount >= 0)
+            .values(balance=_cents(users.c.balance + amount))
+            .returning(users.c.balance)
+        ).first()
+        return None if row is None else row.balance  # type: ignore[no-any-return]
+
+
+def _entry(row: Row[Any]) -> LedgerEntry:
+    return LedgerEntry(
+        id=row.id,
+        user_id=row.user_id,
+        amount=row.amount,
+        balance_after=row.balance_after,
+        transaction_type=TransactionType(row.transaction_type),
+        description=row.description,
+        reference_type=row.reference_type,
+        reference_id=row.reference_id,
+        created_at=row.created_at,
+    )
+
+
+class SqlLedgerRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def add(self, entry: LedgerEntry) -> None:
+        self._c.execute(
+            insert(transactions).values(
+                id=entry.id,
+                user_id=entry.user_id,
+                amount=entry.amount,
+                balance_after=entry.balance_after,
+                transaction_type=entry.transaction_type.value,
+                description=entry.description,
+                reference_type=entry.reference_type,
+                reference_id=entry.reference_id,
+                created_at=entry.created_at,
+            )
+        )
+
+    def list_for_user(
+        self,
+        user_id: UUID,
+        *,
+        limit: int,
+        offset: int,
+        transaction_type: TransactionType | None = None,
+    ) -> Page[LedgerEntry]:
+        where = [transactions.c.user_id == user_id]
+        if transaction_type is not None:
+            where.append(transactions.c.transaction_type == transaction_type.value)
+        total = self._c.execute(select(func.count()).select_from(transactions).where(*where))
+        rows = self._c.execute(
+            select(transactions)
+            .where(*where)
+            .order_by(transactions.c.created_at.desc(), transactions.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return Page(
+            items=[_entry(row) for row in rows],
+            total=total.scalar_one(),
+            limit=limit,
+            offset=offset,
+        )
+
+    def total_for_user(self, user_id: UUID) -> Decimal:
+        total = self._c.execute(
+            select(_cents(func.coalesce(func.sum(transactions.c.amount), 0))).where(
+                transactions.c.user_id == user_id
+            )
+        ).scalar_one()
+        return ZERO if total is None else Decimal(str(total)).quantize(ZERO)
+
+    def discrepancies(self) -> list[LedgerDiscrepancy]:
+        per_user = (
+            select(
+                transactions.c.user_id,
+                func.sum(transactions.c.amount).label("total"),
+            )
+            .group_by(transactions.c.user_id)
+            .subquery()
+        )
+        total = _cents(func.coalesce(per_user.c.total, 0))
+        rows = self._c.execute(
+            select(users.c.id, users.c.username, users.c.balance, total.label("ledger_total"))
+            .select_from(users.outerjoin(per_user, per_user.c.user_id == users.c.id))
+            .where((total != _cents(users.c.balance)) | (users.c.balance < 0))
+            .order_by(users.c.id)
+        )
+        return [
+            LedgerDiscrepancy(
+                user_id=row.id,
+                username=row.username,
+                balance=row.balance,
+                ledger_total=Decimal(str(row.ledger_total)).quantize(ZERO),
+            )
+            for row in rows
+        ]
+
+    def count_users(self) -> int:
+        return self._c.execute(select(func.count()).select_from(users)).scalar_one()
+
+
+def _event(row: Row[Any]) -> OutboxEvent:
+    return OutboxEvent(
+        id=row.id,
+        event_type=row.event_type,
+        payload=row.payload,
+        created_at=row.created_at,
+        user_id=row.user_id,
+        dispatched_at=row.dispatched_at,
+        attempts=row.attempts,
+    )
+
+
+class SqlOutboxRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def add(self, event: OutboxEvent) -> None:
+        self._c.execute(
+            insert(outbox_events).values(
+                id=event.id,
+                event_type=event.event_type,
+                payload=event.payload,
+                user_id=event.user_id,
+                created_at=event.created_at,
+                dispatched_at=event.dispatched_at,
+                attempts=event.attempts,
+            )
+        )
+
+    def pending(self, *, limit: int) -> list[OutboxEvent]:
+        rows = self._c.execute(
+            select(outbox_events)
+            .where(outbox_events.c.dispatched_at.is_(None))
+            .order_by(outbox_events.c.created_at, outbox_events.c.id)
+            .limit(limit)
+        )
+        return [_event(row) for row in rows]
+
+    def mark_dispatched(self, event_ids: Sequence[UUID], at: datetime) -> None:
+        if not event_ids:
+            return
+        self._c.execute(
+            update(outbox_events)
+            .where(outbox_events.c.id.in_(list(event_ids)), outbox_events.c.dispatched_at.is_(None))
+            .values(dispatched_at=at, attempts=outbox_events.c.attempts + 1)
+        )
+
+
+class SqlIdempotencyRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def get(self, user_id: UUID, key: str) -> IdempotencyRecord | None:
+        row = self._c.execute(
+            select(idempotency_keys).where(
+                idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
+            )
+        ).first()
+        if row is None:
+            return None
+        return IdempotencyRecord(
+            user_id=row.user_id,
+            key=row.key,
+            operation=row.operation,
+            request_hash=row.request_hash,
+            response=row.response,
+            created_at=row.created_at,
+        )
+
+    def add(self, record: IdempotencyRecord) -> None:
+        try:
+            with self._c.begin_nested():
+                self._c.execute(
+                    insert(idempotency_keys).values(
+                        user_id=record.user_id,
+                        key=record.key,
+                        operation=record.operation,
+                        request_hash=record.request_hash,
+                        response=record.response,
+                        created_at=record.created_at,
+                    )
+                )
+        except IntegrityError:
+            raise IdempotencyConflict() from None

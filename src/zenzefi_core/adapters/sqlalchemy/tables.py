@@ -1,0 +1,98 @@
+"""The schema as SQLAlchemy Core tables. Alembic migrations create it; this describes it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+)
+
+from zenzefi_core.adapters.sqlalchemy.types import Money, UtcDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("username", String(50), nullable=False),
+    # Usernames are unique regardless of case; this column holds the folded form the index uses.
+    Column("username_lower", String(50), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("full_name", String(200), nullable=True),
+    Column("referral_code", String(12), nullable=False, unique=True),
+    Column("referred_by_id", Uuid, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("is_active", Boolean, nullable=False),
+    Column("is_superuser", Boolean, nullable=False),
+    Column("balance", Money, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("balance >= 0", name="balance_non_negative"),
+    Index(None, "referred_by_id"),
+)
+
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="RESTRICT"), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("balance_after", Money, nullable=False),
+    Column("transaction_type", String(32), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("reference_type", String(32), nullable=False),
+    Column("reference_id", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount <> 0", name="amount_non_zero"),
+    CheckConstraint("balance_after >= 0", name="balance_after_non_negative"),
+    CheckConstraint("reference_type <> '' AND reference_id <> ''", name="has_cause"),
+    CheckConstraint(
+        "transaction_type IN ('deposit', 'purchase', 'refund', 'referral_bonus', "
+        "'referral_clawback', 'adjustment')",
+        name="known_type",
+    ),
+    Index(None, "user_id", "created_at"),
+    Index(None, "reference_type", "reference_id"),
+)
+
+outbox_events = Table(
+    "outbox_events",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("dispatched_at", UtcDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Index(None, "dispatched_at", "created_at"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("operation", String(64), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("response", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)

@@ -1,0 +1,65 @@
+"""The SQLAlchemy unit of work: one connection, one transaction, explicit commit."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import Connection, Engine
+
+from zenzefi_core.adapters.sqlalchemy.repositories import (
+    SqlIdempotencyRepository,
+    SqlLedgerRepository,
+    SqlOutboxRepository,
+    SqlUserRepository,
+)
+
+
+class SqlAlchemyUnitOfWork:
+    """Opens a connection on enter; leaving without `commit()` rolls back.
+
+    The connection begins its transaction on the first statement (SQLAlchemy's autobegin) and
+    again after each commit, so a use case may commit more than once if it needs to.
+    """
+
+    users: SqlUserRepository
+    ledger: SqlLedgerRepository
+    outbox: SqlOutboxRepository
+    idempotency: SqlIdempotencyRepository
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._connection: Connection | None = None
+
+    def __enter__(self) -> Self:
+        self._connection = self._engine.connect()
+        self.users = SqlUserRepository(self._connection)
+        self.ledger = SqlLedgerRepository(self._connection)
+        self.outbox = SqlOutboxRepository(self._connection)
+        self.idempotency = SqlIdempotencyRepository(self._connection)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            connection.rollback()
+        finally:
+            connection.close()
+
+    def _active(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("the unit of work is used outside its `with` block")
+        return self._connection
+
+    def commit(self) -> None:
+        self._active().commit()
+
+    def rollback(self) -> None:
+        self._active().rollback()

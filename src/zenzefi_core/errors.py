@@ -1,0 +1,55 @@
+"""Domain errors. Adapters translate them to HTTP statuses or exit codes; the core only raises."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+
+class DomainError(Exception):
+    """Base of every error the core raises on purpose; its message is safe to show a user."""
+
+
+class InvalidAmount(DomainError, ValueError):
+    """An amount is malformed, has more than two decimals, or has the wrong sign or size."""
+
+
+class InsufficientBalance(DomainError):
+    """A debit would take a balance below zero; nothing was changed."""
+
+    def __init__(self, required: Decimal, available: Decimal) -> None:
+        self.required = required
+        self.available = available
+        super().__init__(
+            f"Insufficient balance. Required: {required:.2f} ZNC, Available: {available:.2f} ZNC"
+        )
+
+
+class NotFound(DomainError):
+    """The thing asked for does not exist (or is not visible to the one asking)."""
+
+
+class UserNotFound(NotFound):
+    def __init__(self, user_id: object) -> None:
+        self.user_id = user_id
+        super().__init__("User not found")
+
+
+class Conflict(DomainError):
+    """The request clashes with existing state, e.g. a duplicate email or a reused key."""
+
+
+class DuplicateUser(Conflict):
+    def __init__(self, field: str) -> None:
+        self.field = field
+        super().__init__(f"A user with this {field} already exists")
+
+
+class IdempotencyConflict(Conflict):
+    """An Idempotency-Key was reused with a different request."""
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was already used with a different request")
+
+
+class InvalidInput(DomainError, ValueError):
+    """A field is malformed in a way the domain cares about (email, username, password)."""

@@ -1,0 +1,158 @@
+"""The ports: what the use cases need from the outside world, as small Protocols.
+
+Two adapters implement the persistence ports (in-memory and SQLAlchemy) and one contract test
+suite runs against both, so the fake cannot drift from the real thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Generic, Protocol, Self, TypeVar
+from uuid import UUID
+
+from zenzefi_core.domain import IdempotencyRecord, LedgerEntry, OutboxEvent, TransactionType, User
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list, with the total the filter matches."""
+
+    items: Sequence[T]
+    total: int
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerDiscrepancy:
+    """A user whose wallet breaks an invariant: balance ≠ sum of entries, or balance < 0."""
+
+    user_id: UUID
+    username: str
+    balance: Decimal
+    ledger_total: Decimal
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...
+
+
+class PasswordHasher(Protocol):
+    def hash(self, password: str) -> str: ...
+
+    def verify(self, password_hash: str, password: str) -> bool: ...
+
+
+class UserRepository(Protocol):
+    def add(self, user: User) -> None:
+        """Store a new user; raises `DuplicateUser` when the email, username or code is taken."""
+        ...
+
+    def get(self, user_id: UUID) -> User | None: ...
+
+    def get_by_email(self, email: str) -> User | None:
+        """Look up by email, case-insensitively."""
+        ...
+
+    def get_by_username(self, username: str) -> User | None:
+        """Look up by username, case-insensitively."""
+        ...
+
+    def get_by_referral_code(self, code: str) -> User | None: ...
+
+    def update(self, user: User) -> None:
+        """Save profile and role fields. Never touches `balance`: only `change_balance` does."""
+        ...
+
+    def change_balance(self, user_id: UUID, delta: Decimal) -> Decimal | None:
+        """Add `delta` (signed) to the balance unless that would take it below zero.
+
+        One conditional statement, so concurrent debits can never overspend. Returns the new
+        balance, or None when the user does not exist or the balance is too small.
+        """
+        ...
+
+
+class LedgerRepository(Protocol):
+    def add(self, entry: LedgerEntry) -> None: ...
+
+    def list_for_user(
+        self,
+        user_id: UUID,
+        *,
+        limit: int,
+        offset: int,
+        transaction_type: TransactionType | None = None,
+    ) -> Page[LedgerEntry]:
+        """The user's entries, newest first."""
+        ...
+
+    def total_for_user(self, user_id: UUID) -> Decimal:
+        """The sum of the user's entries (what the balance must equal)."""
+        ...
+
+    def discrepancies(self) -> list[LedgerDiscrepancy]:
+        """Every user whose balance differs from the sum of their entries or is negative."""
+        ...
+
+    def count_users(self) -> int:
+        """How many wallets `discrepancies` examined."""
+        ...
+
+
+class OutboxRepository(Protocol):
+    def add(self, event: OutboxEvent) -> None: ...
+
+    def pending(self, *, limit: int) -> list[OutboxEvent]:
+        """Undispatched events, oldest first."""
+        ...
+
+    def mark_dispatched(self, event_ids: Sequence[UUID], at: datetime) -> None: ...
+
+
+class IdempotencyRepository(Protocol):
+    def get(self, user_id: UUID, key: str) -> IdempotencyRecord | None: ...
+
+    def add(self, record: IdempotencyRecord) -> None:
+        """Store a first result; raises `IdempotencyConflict` when the key is already used."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One use case, one transaction.
+
+    Leaving the `with` block without calling `commit()` rolls everything back: nothing is ever
+    committed implicitly.
+    """
+
+    users: UserRepository
+    ledger: LedgerRepository
+    outbox: OutboxRepository
+    idempotency: IdempotencyRepository
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+#: Use cases take a factory and open one unit of work per call, so one use-case object can serve
+#: many threads at once.
+UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -1,0 +1,130 @@
+"""Accounts: the rules for who a user is (email, username, password) and creating one."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from uuid import UUID
+
+from zenzefi_core.domain import User
+from zenzefi_core.errors import DuplicateUser, InvalidInput
+from zenzefi_core.ids import new_id
+from zenzefi_core.ports import Clock, PasswordHasher, UnitOfWork, UnitOfWorkFactory
+from zenzefi_core.security import new_referral_code
+
+USERNAME_MIN, USERNAME_MAX = 3, 50
+PASSWORD_MIN_BYTES, PASSWORD_MAX_BYTES = 8, 72
+EMAIL_MAX = 254
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_USERNAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def normalize_email(email: str) -> str:
+    """Emails are compared and stored lower-cased and trimmed, so one person has one account."""
+    value = email.strip().lower()
+    if len(value) > EMAIL_MAX or not _EMAIL.match(value):
+        raise InvalidInput("email is not a valid address")
+    return value
+
+
+def validate_username(username: str) -> str:
+    value = username.strip()
+    if not USERNAME_MIN <= len(value) <= USERNAME_MAX:
+        raise InvalidInput(f"username must be {USERNAME_MIN} to {USERNAME_MAX} characters")
+    if not _USERNAME.match(value):
+        raise InvalidInput("username may contain only letters, digits, '_', '.' and '-'")
+    return value
+
+
+def validate_password(password: str) -> str:
+    """8 to 72 bytes of UTF-8: the upper bound keeps hashing cost bounded for any input."""
+    size = len(password.encode("utf-8"))
+    if size < PASSWORD_MIN_BYTES:
+        raise InvalidInput(f"password must be at least {PASSWORD_MIN_BYTES} bytes")
+    if size > PASSWORD_MAX_BYTES:
+        raise InvalidInput(f"password must be at most {PASSWORD_MAX_BYTES} bytes")
+    return password
+
+
+def unused_referral_code(uow: UnitOfWork) -> str:
+    """A fresh code not yet held by anyone (a clash among 36¹² codes is rare, but checked)."""
+    while True:
+        code = new_referral_code()
+        if uow.users.get_by_referral_code(code) is None:
+            return code
+
+
+def add_user(
+    uow: UnitOfWork,
+    clock: Clock,
+    hasher: PasswordHasher,
+    *,
+    email: str,
+    username: str,
+    password: str,
+    full_name: str | None = None,
+    referred_by_id: UUID | None = None,
+    is_superuser: bool = False,
+) -> User:
+    """Validate and store a new user inside the caller's unit of work."""
+    email = normalize_email(email)
+    username = validate_username(username)
+    validate_password(password)
+    if uow.users.get_by_email(email) is not None:
+        raise DuplicateUser("email")
+    if uow.users.get_by_username(username) is not None:
+        raise DuplicateUser("username")
+    user = User(
+        id=new_id(),
+        email=email,
+        username=username,
+        password_hash=hasher.hash(password),
+        referral_code=unused_referral_code(uow),
+        full_name=full_name,
+        referred_by_id=referred_by_id,
+        is_superuser=is_superuser,
+        created_at=clock.now(),
+    )
+    uow.users.add(user)
+    return user
+
+
+@dataclass(frozen=True, slots=True)
+class SuperuserResult:
+    user: User
+    created: bool
+
+
+class CreateSuperuser:
+    """Create an operator account, or promote (and reactivate) the user who owns the email.
+
+    Promoting leaves the existing password alone: whoever runs the command should not be able to
+    take over an account by naming its email.
+    """
+
+    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock, hasher: PasswordHasher):
+        self._uow_factory = uow_factory
+        self._clock = clock
+        self._hasher = hasher
+
+    def __call__(self, *, email: str, username: str, password: str) -> SuperuserResult:
+        with self._uow_factory() as uow:
+            existing = uow.users.get_by_email(normalize_email(email))
+            if existing is not None:
+                promoted = dataclasses.replace(existing, is_superuser=True, is_active=True)
+                uow.users.update(promoted)
+                uow.commit()
+                return SuperuserResult(user=promoted, created=False)
+            user = add_user(
+                uow,
+                self._clock,
+                self._hasher,
+                email=email,
+                username=username,
+                password=password,
+                is_superuser=True,
+            )
+            uow.commit()
+            return SuperuserResult(user=user, created=True)
