@@ -96,3 +96,35 @@ idempotency_keys = Table(
     Column("response", JSON, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
 )
+
+payment_intents = Table(
+    "payment_intents",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="RESTRICT"), nullable=False),
+    Column("amount_znc", Money, nullable=False),
+    Column("amount_rub", Money, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("payment_url", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("completed_at", UtcDateTime, nullable=True),
+    CheckConstraint("amount_znc > 0", name="amount_positive"),
+    CheckConstraint(
+        "status IN ('pending', 'succeeded', 'failed', 'cancelled')", name="known_status"
+    ),
+    Index(None, "user_id", "created_at"),
+)
+
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column(
+        "payment_id", Uuid, ForeignKey("payment_intents.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("status", String(16), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Index(None, "payment_id"),
+)

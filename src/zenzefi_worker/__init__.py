@@ -1,0 +1,1 @@
+"""Dramatiq actors: outbox relay, email, webhook delivery and the scheduled scans."""

@@ -1,0 +1,135 @@
+"""Fixtures shared by every test layer: engines, units of work and the services they need.
+
+PostgreSQL and Redis tests run against the real servers. When a server is unreachable they are
+skipped with the reason, unless ZENZEFI_REQUIRE_SERVICES=1 (as in CI), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from zenzefi_core.adapters.memory import MemoryStore
+from zenzefi_core.adapters.sqlalchemy import SqlAlchemyUnitOfWork, make_engine, upgrade
+from zenzefi_core.adapters.sqlalchemy.tables import metadata
+from zenzefi_core.clock import FixedClock
+from zenzefi_core.ports import UnitOfWorkFactory
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "ZENZEFI_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("ZENZEFI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+BACKENDS = ["memory", *ENGINES]
+
+
+def services_required() -> bool:
+    return os.environ.get("ZENZEFI_REQUIRE_SERVICES", "") == "1"
+
+
+def service_unavailable(what: str, error: Exception) -> None:
+    """Fail when CI promised the service, otherwise skip with a reason a person can act on."""
+    message = f"{what} is not reachable ({type(error).__name__}: {error})"
+    if services_required():
+        pytest.fail(f"{message}; ZENZEFI_REQUIRE_SERVICES=1 demands it", pytrace=False)
+    pytest.skip(f"{message}; start it or set ZENZEFI_TEST_POSTGRES_URL/ZENZEFI_TEST_REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of its own for this test process, created at start and dropped at the end."""
+    admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_size=1)
+    name = f"zenzefi_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:  # any connection failure means "not reachable"
+        admin.dispose()
+        service_unavailable(f"PostgreSQL at {POSTGRES_ADMIN_URL}", error)
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_engine(postgres_url: str) -> Iterator[Engine]:
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def _truncate(engine: Engine) -> None:
+    names = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {names} CASCADE"))
+
+
+def _sqlite_engine(directory: Path) -> Engine:
+    engine = make_engine(f"sqlite:///{directory / 'zenzefi.db'}")
+    upgrade(engine)
+    return engine
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty database on each real engine."""
+    if request.param == "sqlite":
+        sqlite = _sqlite_engine(tmp_path)
+        yield sqlite
+        sqlite.dispose()
+        return
+    postgres: Engine = request.getfixturevalue("postgres_engine")
+    _truncate(postgres)
+    yield postgres
+    _truncate(postgres)
+
+
+def uow_factory_for(engine: Engine | None) -> UnitOfWorkFactory:
+    if engine is None:
+        return MemoryStore().unit_of_work
+    return lambda: SqlAlchemyUnitOfWork(engine)
+
+
+@pytest.fixture(params=BACKENDS)
+def uow_factory(request: pytest.FixtureRequest) -> UnitOfWorkFactory:
+    """A fresh, empty store behind each adapter: memory, SQLite and PostgreSQL."""
+    if request.param == "memory":
+        return uow_factory_for(None)
+    if request.param == "sqlite":
+        sqlite = _sqlite_engine(request.getfixturevalue("tmp_path"))
+        request.addfinalizer(sqlite.dispose)
+        return uow_factory_for(sqlite)
+    postgres: Engine = request.getfixturevalue("postgres_engine")
+    _truncate(postgres)
+    request.addfinalizer(lambda: _truncate(postgres))
+    return uow_factory_for(postgres)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis the worker and cache tests use; skipped or failed as above when unreachable."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except Exception as error:
+        service_unavailable(f"Redis at {REDIS_URL}", error)
+    finally:
+        client.close()
+    return REDIS_URL
+
