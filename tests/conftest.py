@@ -100,18 +100,19 @@ def uow_factory_for(engine: Engine | None) -> UnitOfWorkFactory:
 
 
 @pytest.fixture(params=BACKENDS)
-def uow_factory(request: pytest.FixtureRequest) -> UnitOfWorkFactory:
+def uow_factory(request: pytest.FixtureRequest) -> Iterator[UnitOfWorkFactory]:
     """A fresh, empty store behind each adapter: memory, SQLite and PostgreSQL."""
     if request.param == "memory":
-        return uow_factory_for(None)
-    if request.param == "sqlite":
+        yield uow_factory_for(None)
+    elif request.param == "sqlite":
         sqlite = _sqlite_engine(request.getfixturevalue("tmp_path"))
-        request.addfinalizer(sqlite.dispose)
-        return uow_factory_for(sqlite)
-    postgres: Engine = request.getfixturevalue("postgres_engine")
-    _truncate(postgres)
-    request.addfinalizer(lambda: _truncate(postgres))
-    return uow_factory_for(postgres)
+        yield uow_factory_for(sqlite)
+        sqlite.dispose()
+    else:
+        postgres: Engine = request.getfixturevalue("postgres_engine")
+        _truncate(postgres)
+        yield uow_factory_for(postgres)
+        _truncate(postgres)
 
 
 @pytest.fixture
@@ -132,4 +133,3 @@ def redis_url() -> str:
     finally:
         client.close()
     return REDIS_URL
-

@@ -19,7 +19,7 @@ from zenzefi_core.settings import Settings
 
 def _migrate(core: Core, _args: argparse.Namespace) -> int:
     core.migrate()
-    print(f"Database migrated: {core.engine.url.render_as_string(hide_password=True)}")
+    print(f"Database migrated: {core.database.display_url}")
     return 0
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
-
-from zenzefi_core.adapters.sqlalchemy import SqlAlchemyUnitOfWork, make_engine, upgrade
+from zenzefi_core.adapters.sqlalchemy import Database
 from zenzefi_core.clock import SystemClock
 from zenzefi_core.ports import Clock, PasswordHasher, UnitOfWork
 from zenzefi_core.security import Argon2PasswordHasher
@@ -20,19 +18,30 @@ from zenzefi_core.settings import Settings
 @dataclass
 class Core:
     settings: Settings
-    engine: Engine
+    database: Database
     clock: Clock = field(default_factory=SystemClock)
     hasher: PasswordHasher = field(default_factory=Argon2PasswordHasher)
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: object) -> Core:
-        return cls(settings=settings, engine=make_engine(settings.database_url), **overrides)  # type: ignore[arg-type]
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        hasher: PasswordHasher | None = None,
+    ) -> Core:
+        return cls(
+            settings=settings,
+            database=Database(settings.database_url),
+            clock=clock or SystemClock(),
+            hasher=hasher or Argon2PasswordHasher(),
+        )
 
     def uow(self) -> UnitOfWork:
-        return SqlAlchemyUnitOfWork(self.engine)
+        return self.database.unit_of_work()
 
     def migrate(self) -> None:
-        upgrade(self.engine)
+        self.database.migrate()
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.database.dispose()

@@ -46,8 +46,8 @@ def parse_amount(
     Refuses floats (they cannot carry cents exactly), booleans, NaN and infinities, more than
     two decimal places, amounts of the wrong sign and amounts whose magnitude exceeds `maximum`.
     """
-    if isinstance(value, bool) or isinstance(value, float):
-        raise InvalidAmount("amount must be a decimal string such as \"10.00\", not a float")
+    if isinstance(value, (bool, float)):
+        raise InvalidAmount('amount must be a decimal string such as "10.00", not a float')
     if isinstance(value, Decimal):
         number = value
     elif isinstance(value, int):
@@ -61,7 +61,7 @@ def parse_amount(
         if "e" in text.lower():
             raise InvalidAmount("amount must be written without an exponent")
     else:
-        raise InvalidAmount("amount must be a decimal string such as \"10.00\"")
+        raise InvalidAmount('amount must be a decimal string such as "10.00"')
 
     if not number.is_finite():
         raise InvalidAmount("amount must be a finite number")

@@ -16,7 +16,6 @@ from uuid import UUID
 
 from zenzefi_core.domain import IdempotencyRecord, LedgerEntry, OutboxEvent, TransactionType, User
 
-
 T = TypeVar("T")
 
 
@@ -134,10 +133,17 @@ class UnitOfWork(Protocol):
     committed implicitly.
     """
 
-    users: UserRepository
-    ledger: LedgerRepository
-    outbox: OutboxRepository
-    idempotency: IdempotencyRepository
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def ledger(self) -> LedgerRepository: ...
+
+    @property
+    def outbox(self) -> OutboxRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
 
     def __enter__(self) -> Self: ...
 

@@ -34,5 +34,5 @@ def fast_password_hasher() -> Argon2PasswordHasher:
 
 
 def new_referral_code() -> str:
-    """Twelve characters from A–Z and 0–9: 36¹² codes, so guessing one is hopeless."""
+    """Twelve characters from A-Z and 0-9: 36**12 codes, so guessing one is hopeless."""
     return "".join(secrets.choice(REFERRAL_CODE_ALPHABET) for _ in range(REFERRAL_CODE_LENGTH))

@@ -28,9 +28,7 @@ class _Tables:
     users: dict[UUID, User] = dataclasses.field(default_factory=dict)
     ledger: list[LedgerEntry] = dataclasses.field(default_factory=list)
     outbox: dict[UUID, OutboxEvent] = dataclasses.field(default_factory=dict)
-    idempotency: dict[tuple[UUID, str], IdempotencyRecord] = dataclasses.field(
-        default_factory=dict
-    )
+    idempotency: dict[tuple[UUID, str], IdempotencyRecord] = dataclasses.field(default_factory=dict)
 
     def copy(self) -> _Tables:
         # Entities are frozen, so copying the containers is enough to isolate a transaction.

@@ -120,7 +120,7 @@ class SqlUserRepository:
             .values(balance=_cents(users.c.balance + amount))
             .returning(users.c.balance)
         ).first()
-        return None if row is None else row.balance  # type: ignore[no-any-return]
+        return None if row is None else row.balance
 
 
 def _entry(row: Row[Any]) -> LedgerEntry:

@@ -1,5 +1,8 @@
-"""Alembic environment: runs on the engine handed over by `migrate.py`, or on the URL configured
-for `alembic` on the command line (`alembic.ini` at the repository root, or ZENZEFI_DATABASE_URL)."""
+"""Alembic environment.
+
+Runs on the engine handed over by `migrate.py`, or, for `alembic` on the command line, on the URL
+in `alembic.ini` at the repository root or else ZENZEFI_DATABASE_URL.
+"""
 
 from __future__ import annotations
 

@@ -62,9 +62,7 @@ def upgrade() -> None:
         sa.Column("reference_id", sa.String(64), nullable=False),
         sa.Column("created_at", MOMENT, nullable=False),
         sa.CheckConstraint("amount <> 0", name="ck_transactions_amount_non_zero"),
-        sa.CheckConstraint(
-            "balance_after >= 0", name="ck_transactions_balance_after_non_negative"
-        ),
+        sa.CheckConstraint("balance_after >= 0", name="ck_transactions_balance_after_non_negative"),
         sa.CheckConstraint(
             "reference_type <> '' AND reference_id <> ''", name="ck_transactions_has_cause"
         ),

@@ -1,0 +1,32 @@
+"""Build and test sessions. `nox` with no arguments lints and runs the whole test suite."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.error_on_missing_interpreters = False
+
+PYTHON = None  # the interpreter nox itself runs on (3.11 or newer)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format), mypy, and the import-linter architecture contracts."""
+    session.install("-e", ".[dev]")
+    session.run("ruff", "check", "src", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    session.run("mypy")
+    session.run("lint-imports")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite on SQLite and the stub broker, plus PostgreSQL and Redis when
+    reachable (required, not skipped, when ZENZEFI_REQUIRE_SERVICES=1)."""
+    session.install("-e", ".[dev]")
+    workers = os.environ.get("ZENZEFI_TEST_WORKERS", "auto")
+    session.run("pytest", "-n", workers, *session.posargs)
