@@ -31,7 +31,11 @@ def quantize(value: Decimal) -> Decimal:
     """Round a computed amount (a discount, a percentage) to cents, half-even."""
     if not value.is_finite():
         raise InvalidAmount("amount must be a finite number")
-    return value.quantize(CENT, rounding=ROUND_HALF_EVEN)
+    try:
+        return value.quantize(CENT, rounding=ROUND_HALF_EVEN)
+    except InvalidOperation:
+        # More digits than the decimal context holds: far beyond any amount the system moves.
+        raise InvalidAmount("amount is too large") from None
 
 
 def parse_amount(
@@ -68,7 +72,7 @@ def parse_amount(
     exponent = number.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -2:
         raise InvalidAmount("amount must have at most two decimal places")
-    number = number.quantize(CENT)
+    number = quantize(number)
 
     if sign is Sign.POSITIVE and number <= ZERO:
         raise InvalidAmount("amount must be greater than zero")
