@@ -53,3 +53,19 @@ class IdempotencyConflict(Conflict):
 
 class InvalidInput(DomainError, ValueError):
     """A field is malformed in a way the domain cares about (email, username, password)."""
+
+
+class InvalidSignature(DomainError):
+    """A signed message (a provider callback) failed verification or is too old."""
+
+    def __init__(self, reason: str = "Invalid signature") -> None:
+        super().__init__(reason)
+
+
+class PaymentNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("Payment not found")
+
+
+class PaymentMismatch(DomainError):
+    """A provider callback contradicts the intent it names (another amount, an unknown state)."""

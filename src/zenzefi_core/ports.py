@@ -6,7 +6,7 @@ suite runs against both, so the fake cannot drift from the real thing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -14,7 +14,16 @@ from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
 from uuid import UUID
 
-from zenzefi_core.domain import IdempotencyRecord, LedgerEntry, OutboxEvent, TransactionType, User
+from zenzefi_core.domain import (
+    IdempotencyRecord,
+    LedgerEntry,
+    OutboxEvent,
+    PaymentIntent,
+    PaymentStatus,
+    ProviderEvent,
+    TransactionType,
+    User,
+)
 
 T = TypeVar("T")
 
@@ -126,6 +135,60 @@ class IdempotencyRepository(Protocol):
         ...
 
 
+class PaymentRepository(Protocol):
+    def add(self, intent: PaymentIntent) -> None: ...
+
+    def get(self, payment_id: UUID) -> PaymentIntent | None: ...
+
+    def list_for_user(self, user_id: UUID, *, limit: int, offset: int) -> Page[PaymentIntent]:
+        """The user's payment intents, newest first."""
+        ...
+
+    def complete(self, payment_id: UUID, status: PaymentStatus, at: datetime) -> bool:
+        """Move a pending intent to a final status; False when it was no longer pending.
+
+        One conditional statement, so two callbacks racing for the same intent cannot both win.
+        """
+        ...
+
+    def record_event(self, event: ProviderEvent) -> bool:
+        """Remember a processed provider event; False when its id was seen before."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCallback:
+    """A verified provider notification about one payment."""
+
+    event_id: str
+    payment_id: UUID
+    status: PaymentStatus
+    amount_rub: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Checkout:
+    """Where the provider will take the user's money."""
+
+    payment_url: str
+
+
+class PaymentProvider(Protocol):
+    """The payment service: starts a checkout, and proves its callbacks are genuine."""
+
+    @property
+    def name(self) -> str: ...
+
+    def start_checkout(
+        self, payment_id: UUID, amount_rub: Decimal, description: str
+    ) -> Checkout: ...
+
+    def verify_callback(self, headers: Mapping[str, str], body: bytes) -> ProviderCallback:
+        """Check the signature and freshness and parse the body; raises `InvalidSignature`
+        for a forged or stale callback and `PaymentMismatch` for an unreadable one."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One use case, one transaction.
 
@@ -144,6 +207,9 @@ class UnitOfWork(Protocol):
 
     @property
     def idempotency(self) -> IdempotencyRepository: ...
+
+    @property
+    def payments(self) -> PaymentRepository: ...
 
     def __enter__(self) -> Self: ...
 

@@ -7,6 +7,8 @@ broker and cache, and emails written to a mailbox folder.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from decimal import Decimal
 from pathlib import Path
@@ -48,6 +50,20 @@ class UpstreamSettings(BaseSettings):
     url: str | None = None
 
 
+class PaymentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZENZEFI_PAYMENTS_", extra="ignore")
+
+    #: Shared secret of the provider's callback signatures; unset: derived from SECRET_KEY.
+    secret: SecretStr | None = None
+    #: Where a payment intent sends the user to pay; unset: PUBLIC_URL + /pay.
+    checkout_url: str | None = None
+    #: Lets a superuser settle a pending payment by hand (local use only). Off by default.
+    dev_mode: bool = False
+    rub_per_znc: Decimal = Field(default=Decimal("10"), gt=0)
+    #: How old (seconds) a signed callback may be before it is refused as a possible replay.
+    callback_tolerance_seconds: int = Field(default=300, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZENZEFI_", extra="ignore")
 
@@ -64,6 +80,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    payments: PaymentSettings = Field(default_factory=PaymentSettings)
 
     @property
     def database_url(self) -> str:
@@ -92,3 +109,13 @@ class Settings(BaseSettings):
             return path.read_text(encoding="utf-8").strip()
         path.chmod(0o600)
         return key
+
+    def payment_secret(self) -> str:
+        """The provider's callback secret, or one derived from the secret key when unset."""
+        if self.payments.secret is not None:
+            return self.payments.secret.get_secret_value()
+        key = self.resolved_secret_key().encode("utf-8")
+        return hmac.new(key, b"zenzefi-payments", hashlib.sha256).hexdigest()
+
+    def checkout_url(self) -> str:
+        return self.payments.checkout_url or f"{self.public_url.rstrip('/')}/pay"

@@ -17,7 +17,16 @@ from types import TracebackType
 from typing import Self
 from uuid import UUID
 
-from zenzefi_core.domain import IdempotencyRecord, LedgerEntry, OutboxEvent, TransactionType, User
+from zenzefi_core.domain import (
+    IdempotencyRecord,
+    LedgerEntry,
+    OutboxEvent,
+    PaymentIntent,
+    PaymentStatus,
+    ProviderEvent,
+    TransactionType,
+    User,
+)
 from zenzefi_core.errors import DuplicateUser, IdempotencyConflict
 from zenzefi_core.money import ZERO
 from zenzefi_core.ports import LedgerDiscrepancy, Page
@@ -29,6 +38,8 @@ class _Tables:
     ledger: list[LedgerEntry] = dataclasses.field(default_factory=list)
     outbox: dict[UUID, OutboxEvent] = dataclasses.field(default_factory=dict)
     idempotency: dict[tuple[UUID, str], IdempotencyRecord] = dataclasses.field(default_factory=dict)
+    payments: dict[UUID, PaymentIntent] = dataclasses.field(default_factory=dict)
+    payment_events: dict[str, ProviderEvent] = dataclasses.field(default_factory=dict)
 
     def copy(self) -> _Tables:
         # Entities are frozen, so copying the containers is enough to isolate a transaction.
@@ -37,6 +48,8 @@ class _Tables:
             ledger=list(self.ledger),
             outbox=dict(self.outbox),
             idempotency=dict(self.idempotency),
+            payments=dict(self.payments),
+            payment_events=dict(self.payment_events),
         )
 
 
@@ -204,11 +217,45 @@ class _IdempotencyRepository:
         self._t.idempotency[slot] = record
 
 
+class _PaymentRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def add(self, intent: PaymentIntent) -> None:
+        self._t.payments[intent.id] = intent
+
+    def get(self, payment_id: UUID) -> PaymentIntent | None:
+        return self._t.payments.get(payment_id)
+
+    def list_for_user(self, user_id: UUID, *, limit: int, offset: int) -> Page[PaymentIntent]:
+        mine = [p for p in self._t.payments.values() if p.user_id == user_id]
+        mine.sort(key=lambda p: (p.created_at, p.id), reverse=True)
+        return Page(
+            items=mine[offset : offset + limit], total=len(mine), limit=limit, offset=offset
+        )
+
+    def complete(self, payment_id: UUID, status: PaymentStatus, at: datetime) -> bool:
+        intent = self._t.payments.get(payment_id)
+        if intent is None or intent.status is not PaymentStatus.PENDING:
+            return False
+        self._t.payments[payment_id] = dataclasses.replace(
+            intent, status=status, updated_at=at, completed_at=at
+        )
+        return True
+
+    def record_event(self, event: ProviderEvent) -> bool:
+        if event.event_id in self._t.payment_events:
+            return False
+        self._t.payment_events[event.event_id] = event
+        return True
+
+
 class InMemoryUnitOfWork:
     users: _UserRepository
     ledger: _LedgerRepository
     outbox: _OutboxRepository
     idempotency: _IdempotencyRepository
+    payments: _PaymentRepository
 
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
@@ -250,3 +297,4 @@ class InMemoryUnitOfWork:
         self.ledger = _LedgerRepository(tables)
         self.outbox = _OutboxRepository(tables)
         self.idempotency = _IdempotencyRepository(tables)
+        self.payments = _PaymentRepository(tables)

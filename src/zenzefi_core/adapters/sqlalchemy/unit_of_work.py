@@ -7,6 +7,7 @@ from typing import Self
 
 from sqlalchemy import Connection, Engine
 
+from zenzefi_core.adapters.sqlalchemy.payment_repository import SqlPaymentRepository
 from zenzefi_core.adapters.sqlalchemy.repositories import (
     SqlIdempotencyRepository,
     SqlLedgerRepository,
@@ -26,6 +27,7 @@ class SqlAlchemyUnitOfWork:
     ledger: SqlLedgerRepository
     outbox: SqlOutboxRepository
     idempotency: SqlIdempotencyRepository
+    payments: SqlPaymentRepository
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -37,6 +39,7 @@ class SqlAlchemyUnitOfWork:
         self.ledger = SqlLedgerRepository(self._connection)
         self.outbox = SqlOutboxRepository(self._connection)
         self.idempotency = SqlIdempotencyRepository(self._connection)
+        self.payments = SqlPaymentRepository(self._connection)
         return self
 
     def __exit__(
