@@ -10,7 +10,9 @@ import os
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from sqlalchemy import Engine, text
@@ -19,7 +21,12 @@ from zenzefi_core.adapters.memory import MemoryStore
 from zenzefi_core.adapters.sqlalchemy import SqlAlchemyUnitOfWork, make_engine, upgrade
 from zenzefi_core.adapters.sqlalchemy.tables import metadata
 from zenzefi_core.clock import FixedClock
+from zenzefi_core.domain import TransactionType, User
+from zenzefi_core.money import ZERO
 from zenzefi_core.ports import UnitOfWorkFactory
+from zenzefi_core.security import fast_password_hasher
+from zenzefi_core.services.accounts import add_user
+from zenzefi_core.services.wallet import post_entry
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ZENZEFI_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -133,3 +140,52 @@ def redis_url() -> str:
     finally:
         client.close()
     return REDIS_URL
+
+
+class UserMaker(Protocol):
+    def __call__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        username: str = ...,
+        *,
+        balance: Decimal = ...,
+    ) -> User: ...
+
+
+@pytest.fixture
+def make_user(clock: FixedClock) -> UserMaker:
+    """Create and commit a user, funded by a deposit so the ledger explains the balance."""
+    hasher = fast_password_hasher()
+
+    def make(
+        uow_factory: UnitOfWorkFactory,
+        username: str = "alice",
+        *,
+        balance: Decimal = ZERO,
+    ) -> User:
+        with uow_factory() as uow:
+            user = add_user(
+                uow,
+                clock,
+                hasher,
+                email=f"{username}@example.com",
+                username=username,
+                password="correct horse",
+            )
+            if balance:
+                post_entry(
+                    uow,
+                    clock,
+                    user_id=user.id,
+                    amount=balance,
+                    transaction_type=TransactionType.DEPOSIT,
+                    description="Opening deposit",
+                    reference_type="test",
+                    reference_id=str(user.id),
+                )
+            uow.commit()
+            stored = uow.users.get(user.id)
+        assert stored is not None
+        return stored
+
+    return make
