@@ -92,7 +92,8 @@ class _UserRepository:
         return self._t.users.get(user_id)
 
     def _find(self, field: str, value: str) -> User | None:
-        wanted = value.lower()
+        # Trimmed and folded like the SQL adapter's lookups.
+        wanted = value.strip().lower()
         for user in self._t.users.values():
             if str(getattr(user, field)).lower() == wanted:
                 return user

@@ -44,16 +44,26 @@ def _user(row: Row[Any]) -> User:
     )
 
 
+_UNIQUE_USER_COLUMNS = {
+    "email": "email",
+    "username_lower": "username",
+    "referral_code": "referral code",
+}
+
+
 def _duplicate_field(error: IntegrityError) -> str:
-    text = str(error.orig).lower()
-    for column, field in (
-        ("username", "username"),
-        ("email", "email"),
-        ("referral_code", "referral code"),
-    ):
-        if column in text:
-            return field
-    return "id"
+    """Which unique column clashed, read from the constraint's name, never from the message.
+
+    PostgreSQL's message quotes the clashing value, so an email such as
+    ``username@example.com`` would otherwise be reported as a duplicate username.
+    """
+    diag = getattr(error.orig, "diag", None)
+    constraint = getattr(diag, "constraint_name", None)
+    if constraint:  # PostgreSQL: uq_users_<column>
+        column = constraint.removeprefix("uq_users_")
+    else:  # SQLite: "UNIQUE constraint failed: users.<column>"
+        column = str(error.orig).rpartition("users.")[2].strip()
+    return _UNIQUE_USER_COLUMNS.get(column, "id")
 
 
 class SqlUserRepository:
