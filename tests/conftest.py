@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 
 from zenzefi_core.adapters.memory import MemoryStore
 from zenzefi_core.adapters.sqlalchemy import SqlAlchemyUnitOfWork, make_engine, upgrade
@@ -142,6 +142,9 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+StoreMaker = Callable[[], UnitOfWorkFactory]
+
+
 class UserMaker(Protocol):
     def __call__(
         self,
@@ -189,3 +192,60 @@ def make_user(clock: FixedClock) -> UserMaker:
         return stored
 
     return make
+
+
+@pytest.fixture(params=BACKENDS)
+def store_maker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreMaker]:
+    """Makes a fresh, empty store on each call, for tests (Hypothesis) that need one per example.
+
+    Memory: a new MemoryStore. SQLite: a new migrated file. PostgreSQL: the session database,
+    truncated.
+    """
+    if request.param == "memory":
+        yield lambda: uow_factory_for(None)
+    elif request.param == "sqlite":
+        engines: list[Engine] = []
+
+        def make_sqlite() -> UnitOfWorkFactory:
+            for old in engines:
+                old.dispose()
+            engines.append(_sqlite_engine(tmp_path / f"store-{len(engines)}"))
+            return uow_factory_for(engines[-1])
+
+        yield make_sqlite
+        for old in engines:
+            old.dispose()
+    else:
+        postgres: Engine = request.getfixturevalue("postgres_engine")
+
+        def make_postgres() -> UnitOfWorkFactory:
+            _truncate(postgres)
+            return uow_factory_for(postgres)
+
+        yield make_postgres
+        _truncate(postgres)
+
+
+@pytest.fixture(params=ENGINES)
+def blank_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty, unmigrated database of its own, on each real engine.
+
+    For tests that migrate or drop the schema themselves. On PostgreSQL it is a throwaway
+    database on the test server, so the shared migrated one is left alone.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'blank.db'}"
+        return
+    server = make_url(request.getfixturevalue("postgres_url"))
+    admin = make_engine(
+        server.set(database="postgres").render_as_string(hide_password=False),
+        isolation_level="AUTOCOMMIT",
+        pool_size=1,
+    )
+    name = f"{server.database}_blank_{secrets.token_hex(4)}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
