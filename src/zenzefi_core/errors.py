@@ -69,3 +69,38 @@ class PaymentNotFound(NotFound):
 
 class PaymentMismatch(DomainError):
     """A provider callback contradicts the intent it names (another amount, an unknown state)."""
+
+
+class InvalidReferralCode(InvalidInput):
+    """A registration named a referral code that no active user holds."""
+
+    def __init__(self) -> None:
+        super().__init__("Invalid referral code")
+
+
+class AuthenticationFailed(DomainError):
+    """Credentials or a login session do not identify an account that may log in."""
+
+    def __init__(self, reason: str = "Incorrect email or password") -> None:
+        super().__init__(reason)
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but may not do this (not a superuser, a disabled account)."""
+
+
+class AccountDisabled(PermissionDenied):
+    def __init__(self) -> None:
+        super().__init__("This account is disabled")
+
+
+class ActionRefused(DomainError):
+    """A request the caller may make in general, refused by a rule in this case
+    (a wrong current password, an operator deactivating their own account)."""
+
+
+class StorageUnavailable(DomainError):
+    """The database cannot be reached right now; nothing was changed, the request may be retried."""
+
+    def __init__(self) -> None:
+        super().__init__("The service is temporarily unavailable, please retry shortly")

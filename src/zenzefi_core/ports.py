@@ -15,6 +15,8 @@ from typing import Generic, Protocol, Self, TypeVar
 from uuid import UUID
 
 from zenzefi_core.domain import (
+    AuditAction,
+    AuditEntry,
     IdempotencyRecord,
     LedgerEntry,
     OutboxEvent,
@@ -89,6 +91,22 @@ class UserRepository(Protocol):
         """
         ...
 
+    def search(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        query: str | None = None,
+        is_active: bool | None = None,
+        is_superuser: bool | None = None,
+    ) -> Page[User]:
+        """Users whose email or username contains `query` (case-insensitively), newest first."""
+        ...
+
+    def referrals(self, referrer_id: UUID, *, limit: int, offset: int) -> Page[User]:
+        """The users `referrer_id` brought in, in the order they joined."""
+        ...
+
 
 class LedgerRepository(Protocol):
     def add(self, entry: LedgerEntry) -> None: ...
@@ -106,6 +124,10 @@ class LedgerRepository(Protocol):
 
     def total_for_user(self, user_id: UUID) -> Decimal:
         """The sum of the user's entries (what the balance must equal)."""
+        ...
+
+    def referral_earnings(self, user_id: UUID) -> Decimal:
+        """Referral bonuses minus clawbacks on the user's ledger, summed by the store."""
         ...
 
     def discrepancies(self) -> list[LedgerDiscrepancy]:
@@ -153,6 +175,21 @@ class PaymentRepository(Protocol):
 
     def record_event(self, event: ProviderEvent) -> bool:
         """Remember a processed provider event; False when its id was seen before."""
+        ...
+
+
+class AuditLogRepository(Protocol):
+    def add(self, entry: AuditEntry) -> None: ...
+
+    def list_entries(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        action: AuditAction | None = None,
+        target_id: str | None = None,
+    ) -> Page[AuditEntry]:
+        """Operator actions, newest first."""
         ...
 
 
@@ -210,6 +247,9 @@ class UnitOfWork(Protocol):
 
     @property
     def payments(self) -> PaymentRepository: ...
+
+    @property
+    def audit(self) -> AuditLogRepository: ...
 
     def __enter__(self) -> Self: ...
 

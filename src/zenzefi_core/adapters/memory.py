@@ -18,6 +18,8 @@ from typing import Self
 from uuid import UUID
 
 from zenzefi_core.domain import (
+    AuditAction,
+    AuditEntry,
     IdempotencyRecord,
     LedgerEntry,
     OutboxEvent,
@@ -40,6 +42,7 @@ class _Tables:
     idempotency: dict[tuple[UUID, str], IdempotencyRecord] = dataclasses.field(default_factory=dict)
     payments: dict[UUID, PaymentIntent] = dataclasses.field(default_factory=dict)
     payment_events: dict[str, ProviderEvent] = dataclasses.field(default_factory=dict)
+    audit: list[AuditEntry] = dataclasses.field(default_factory=list)
 
     def copy(self) -> _Tables:
         # Entities are frozen, so copying the containers is enough to isolate a transaction.
@@ -50,6 +53,7 @@ class _Tables:
             idempotency=dict(self.idempotency),
             payments=dict(self.payments),
             payment_events=dict(self.payment_events),
+            audit=list(self.audit),
         )
 
 
@@ -128,6 +132,35 @@ class _UserRepository:
         self._t.users[user_id] = updated
         return updated.balance
 
+    def search(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        query: str | None = None,
+        is_active: bool | None = None,
+        is_superuser: bool | None = None,
+    ) -> Page[User]:
+        folded = (query or "").lower()
+        matching = [
+            u
+            for u in self._t.users.values()
+            if (folded in u.email.lower() or folded in u.username.lower())
+            and (is_active is None or u.is_active == is_active)
+            and (is_superuser is None or u.is_superuser == is_superuser)
+        ]
+        matching.sort(key=lambda u: (u.created_at, u.id), reverse=True)
+        return Page(
+            items=matching[offset : offset + limit], total=len(matching), limit=limit, offset=offset
+        )
+
+    def referrals(self, referrer_id: UUID, *, limit: int, offset: int) -> Page[User]:
+        referees = [u for u in self._t.users.values() if u.referred_by_id == referrer_id]
+        referees.sort(key=lambda u: (u.created_at, u.id))
+        return Page(
+            items=referees[offset : offset + limit], total=len(referees), limit=limit, offset=offset
+        )
+
 
 class _LedgerRepository:
     def __init__(self, tables: _Tables) -> None:
@@ -160,6 +193,17 @@ class _LedgerRepository:
 
     def total_for_user(self, user_id: UUID) -> Decimal:
         return sum((e.amount for e in self._t.ledger if e.user_id == user_id), ZERO)
+
+    def referral_earnings(self, user_id: UUID) -> Decimal:
+        kinds = {TransactionType.REFERRAL_BONUS, TransactionType.REFERRAL_CLAWBACK}
+        return sum(
+            (
+                e.amount
+                for e in self._t.ledger
+                if e.user_id == user_id and e.transaction_type in kinds
+            ),
+            ZERO,
+        )
 
     def discrepancies(self) -> list[LedgerDiscrepancy]:
         totals: dict[UUID, Decimal] = {}
@@ -251,12 +295,40 @@ class _PaymentRepository:
         return True
 
 
+class _AuditLogRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def add(self, entry: AuditEntry) -> None:
+        self._t.audit.append(entry)
+
+    def list_entries(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        action: AuditAction | None = None,
+        target_id: str | None = None,
+    ) -> Page[AuditEntry]:
+        matching = [
+            e
+            for e in self._t.audit
+            if (action is None or e.action == action)
+            and (target_id is None or e.target_id == target_id)
+        ]
+        matching.sort(key=lambda e: (e.created_at, e.id), reverse=True)
+        return Page(
+            items=matching[offset : offset + limit], total=len(matching), limit=limit, offset=offset
+        )
+
+
 class InMemoryUnitOfWork:
     users: _UserRepository
     ledger: _LedgerRepository
     outbox: _OutboxRepository
     idempotency: _IdempotencyRepository
     payments: _PaymentRepository
+    audit: _AuditLogRepository
 
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
@@ -299,3 +371,4 @@ class InMemoryUnitOfWork:
         self.outbox = _OutboxRepository(tables)
         self.idempotency = _IdempotencyRepository(tables)
         self.payments = _PaymentRepository(tables)
+        self.audit = _AuditLogRepository(tables)

@@ -1,5 +1,6 @@
 """The domain's entities: plain frozen dataclasses, free of any persistence concern."""
 
+from zenzefi_core.domain.audit import AuditAction, AuditEntry
 from zenzefi_core.domain.idempotency import IdempotencyRecord
 from zenzefi_core.domain.ledger import LedgerEntry, TransactionType
 from zenzefi_core.domain.outbox import OutboxEvent
@@ -7,6 +8,8 @@ from zenzefi_core.domain.payments import PaymentIntent, PaymentStatus, ProviderE
 from zenzefi_core.domain.users import User
 
 __all__ = [
+    "AuditAction",
+    "AuditEntry",
     "IdempotencyRecord",
     "LedgerEntry",
     "OutboxEvent",

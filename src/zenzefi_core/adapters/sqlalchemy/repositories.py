@@ -8,16 +8,25 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, func, insert, literal, select, update
+from sqlalchemy import Connection, Row, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from zenzefi_core.adapters.sqlalchemy.tables import (
+    audit_log,
     idempotency_keys,
     outbox_events,
     transactions,
     users,
 )
-from zenzefi_core.domain import IdempotencyRecord, LedgerEntry, OutboxEvent, TransactionType, User
+from zenzefi_core.domain import (
+    AuditAction,
+    AuditEntry,
+    IdempotencyRecord,
+    LedgerEntry,
+    OutboxEvent,
+    TransactionType,
+    User,
+)
 from zenzefi_core.errors import DuplicateUser, IdempotencyConflict
 from zenzefi_core.money import ZERO
 from zenzefi_core.ports import LedgerDiscrepancy, Page
@@ -132,6 +141,49 @@ class SqlUserRepository:
         ).first()
         return None if row is None else row.balance
 
+    def _page(self, where: list[Any], order: list[Any], *, limit: int, offset: int) -> Page[User]:
+        total = self._c.execute(select(func.count()).select_from(users).where(*where))
+        rows = self._c.execute(
+            select(users).where(*where).order_by(*order).limit(limit).offset(offset)
+        )
+        return Page(
+            items=[_user(row) for row in rows],
+            total=total.scalar_one(),
+            limit=limit,
+            offset=offset,
+        )
+
+    def search(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        query: str | None = None,
+        is_active: bool | None = None,
+        is_superuser: bool | None = None,
+    ) -> Page[User]:
+        where: list[Any] = []
+        if query:
+            # Emails are stored folded and usernames have a folded copy, so LIKE needs no lower().
+            folded = query.lower()
+            where.append(
+                or_(
+                    users.c.email.contains(folded, autoescape=True),
+                    users.c.username_lower.contains(folded, autoescape=True),
+                )
+            )
+        if is_active is not None:
+            where.append(users.c.is_active == is_active)
+        if is_superuser is not None:
+            where.append(users.c.is_superuser == is_superuser)
+        order = [users.c.created_at.desc(), users.c.id.desc()]
+        return self._page(where, order, limit=limit, offset=offset)
+
+    def referrals(self, referrer_id: UUID, *, limit: int, offset: int) -> Page[User]:
+        where = [users.c.referred_by_id == referrer_id]
+        order = [users.c.created_at, users.c.id]
+        return self._page(where, order, limit=limit, offset=offset)
+
 
 def _entry(row: Row[Any]) -> LedgerEntry:
     return LedgerEntry(
@@ -196,6 +248,15 @@ class SqlLedgerRepository:
         total = self._c.execute(
             select(_cents(func.coalesce(func.sum(transactions.c.amount), 0))).where(
                 transactions.c.user_id == user_id
+            )
+        ).scalar_one()
+        return ZERO if total is None else Decimal(str(total)).quantize(ZERO)
+
+    def referral_earnings(self, user_id: UUID) -> Decimal:
+        kinds = [TransactionType.REFERRAL_BONUS.value, TransactionType.REFERRAL_CLAWBACK.value]
+        total = self._c.execute(
+            select(_cents(func.coalesce(func.sum(transactions.c.amount), 0))).where(
+                transactions.c.user_id == user_id, transactions.c.transaction_type.in_(kinds)
             )
         ).scalar_one()
         return ZERO if total is None else Decimal(str(total)).quantize(ZERO)
@@ -314,3 +375,63 @@ class SqlIdempotencyRepository:
                 )
         except IntegrityError:
             raise IdempotencyConflict() from None
+
+
+def _audit_entry(row: Row[Any]) -> AuditEntry:
+    return AuditEntry(
+        id=row.id,
+        actor_id=row.actor_id,
+        action=AuditAction(row.action),
+        target_type=row.target_type,
+        target_id=row.target_id,
+        details=row.details,
+        client_address=row.client_address,
+        created_at=row.created_at,
+    )
+
+
+class SqlAuditLogRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def add(self, entry: AuditEntry) -> None:
+        self._c.execute(
+            insert(audit_log).values(
+                id=entry.id,
+                actor_id=entry.actor_id,
+                action=entry.action.value,
+                target_type=entry.target_type,
+                target_id=entry.target_id,
+                details=entry.details,
+                client_address=entry.client_address,
+                created_at=entry.created_at,
+            )
+        )
+
+    def list_entries(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        action: AuditAction | None = None,
+        target_id: str | None = None,
+    ) -> Page[AuditEntry]:
+        where: list[Any] = []
+        if action is not None:
+            where.append(audit_log.c.action == action.value)
+        if target_id is not None:
+            where.append(audit_log.c.target_id == target_id)
+        total = self._c.execute(select(func.count()).select_from(audit_log).where(*where))
+        rows = self._c.execute(
+            select(audit_log)
+            .where(*where)
+            .order_by(audit_log.c.created_at.desc(), audit_log.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return Page(
+            items=[_audit_entry(row) for row in rows],
+            total=total.scalar_one(),
+            limit=limit,
+            offset=offset,
+        )

@@ -128,3 +128,20 @@ payment_events = Table(
     Column("received_at", UtcDateTime, nullable=False),
     Index(None, "payment_id"),
 )
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    # Null for actions taken by the system itself rather than an operator.
+    Column("actor_id", Uuid, ForeignKey("users.id", ondelete="RESTRICT"), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("target_type", String(32), nullable=False),
+    Column("target_id", String(64), nullable=False),
+    Column("details", JSON, nullable=False),
+    Column("client_address", String(64), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index(None, "created_at"),
+    Index(None, "target_type", "target_id"),
+    Index(None, "actor_id"),
+)
