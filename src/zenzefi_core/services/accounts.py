@@ -16,8 +16,12 @@ from zenzefi_core.security import new_referral_code
 USERNAME_MIN, USERNAME_MAX = 3, 50
 PASSWORD_MIN_BYTES, PASSWORD_MAX_BYTES = 8, 72
 EMAIL_MAX = 254
+FULL_NAME_MAX = 200
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# No whitespace or control characters anywhere: PostgreSQL refuses NUL in text, and a stored
+# address with invisible characters could never be typed in again.
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _USERNAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -38,9 +42,28 @@ def validate_username(username: str) -> str:
     return value
 
 
+def one_line_text(value: str, field: str, maximum: int) -> str | None:
+    """Free text on one line: trimmed, blank means none, at most `maximum` characters."""
+    text = value.strip()
+    if not text:
+        return None
+    if len(text) > maximum:
+        raise InvalidInput(f"{field} must be at most {maximum} characters")
+    if _CONTROL.search(text):
+        raise InvalidInput(f"{field} must not contain control characters")
+    return text
+
+
+def validate_full_name(full_name: str | None) -> str | None:
+    return None if full_name is None else one_line_text(full_name, "full_name", FULL_NAME_MAX)
+
+
 def validate_password(password: str) -> str:
     """8 to 72 bytes of UTF-8: the upper bound keeps hashing cost bounded for any input."""
-    size = len(password.encode("utf-8"))
+    try:
+        size = len(password.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput("password must be valid Unicode text") from None
     if size < PASSWORD_MIN_BYTES:
         raise InvalidInput(f"password must be at least {PASSWORD_MIN_BYTES} bytes")
     if size > PASSWORD_MAX_BYTES:
@@ -72,6 +95,7 @@ def add_user(
     email = normalize_email(email)
     username = validate_username(username)
     validate_password(password)
+    full_name = validate_full_name(full_name)
     if uow.users.get_by_email(email) is not None:
         raise DuplicateUser("email")
     if uow.users.get_by_username(username) is not None:
