@@ -37,6 +37,8 @@ def post_entry(
     """
     if amount != quantize(amount):
         raise InvalidAmount("amount must have at most two decimal places")
+    # Written with exactly two places (5 -> 5.00), as the SQL adapter reads every amount back.
+    amount = quantize(amount)
     if amount == ZERO:
         raise InvalidAmount("a ledger entry must move money")
     if transaction_type in CREDIT_TYPES and amount < ZERO:
