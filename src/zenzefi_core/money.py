@@ -6,12 +6,16 @@ a float, NaN or infinity is refused at the edge instead of being rounded silentl
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import Enum
 
 from zenzefi_core.errors import InvalidAmount
 
 CENT = Decimal("0.01")
+# ASCII digits only: Decimal() alone would also take "1_000", "1e3" and non-Latin digits.
+_AMOUNT_TEXT = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
+_MAX_TEXT = 64
 ZERO = Decimal("0.00")
 CURRENCY = "ZNC"
 
@@ -58,12 +62,9 @@ def parse_amount(
         number = Decimal(value)
     elif isinstance(value, str):
         text = value.strip()
-        try:
-            number = Decimal(text)
-        except InvalidOperation:
-            raise InvalidAmount(f"amount {value!r} is not a number") from None
-        if "e" in text.lower():
-            raise InvalidAmount("amount must be written without an exponent")
+        if len(text) > _MAX_TEXT or not _AMOUNT_TEXT.match(text):
+            raise InvalidAmount(_why_not_an_amount(text))
+        number = Decimal(text)
     else:
         raise InvalidAmount('amount must be a decimal string such as "10.00"')
 
@@ -83,6 +84,15 @@ def parse_amount(
     if maximum is not None and abs(number) > maximum:
         raise InvalidAmount(f"amount must not exceed {maximum} {CURRENCY}")
     return number
+
+
+def _why_not_an_amount(text: str) -> str:
+    lowered = text.lower()
+    if "nan" in lowered or "inf" in lowered:
+        return "amount must be a finite number"
+    if len(text) <= _MAX_TEXT and "e" in lowered and not lowered.strip("+-0123456789.e"):
+        return "amount must be written without an exponent"
+    return f'amount {text[:_MAX_TEXT]!r} is not a number; write digits such as "10.00"'
 
 
 def format_amount(value: Decimal) -> str:
