@@ -104,3 +104,49 @@ class StorageUnavailable(DomainError):
 
     def __init__(self) -> None:
         super().__init__("The service is temporarily unavailable, please retry shortly")
+
+
+class InvalidDuration(InvalidInput):
+    """A token duration the price table does not sell."""
+
+    def __init__(self, duration_hours: object, available: tuple[int, ...]) -> None:
+        self.duration_hours = duration_hours
+        self.available = available
+        listed = ", ".join(str(hours) for hours in available)
+        super().__init__(
+            f"Invalid duration: {duration_hours} hours. Available durations: {listed} hours"
+        )
+
+
+class InvalidScope(InvalidInput):
+    def __init__(self, scope: object, available: tuple[str, ...]) -> None:
+        self.scope = scope
+        super().__init__(f"Invalid scope: {scope!r}. Available scopes: {', '.join(available)}")
+
+
+class TokenNotFound(NotFound):
+    """No such token, or it belongs to someone else: both look the same to the caller."""
+
+    def __init__(self) -> None:
+        super().__init__("Token not found")
+
+
+class BundleNotFound(NotFound):
+    """No such bundle, or it is no longer on sale."""
+
+    def __init__(self) -> None:
+        super().__init__("Bundle not found")
+
+
+class TokenNotRefundable(DomainError):
+    """A token that can no longer be revoked for a refund."""
+
+
+class TokenAlreadyActivated(TokenNotRefundable):
+    def __init__(self) -> None:
+        super().__init__("Token has already been activated and cannot be refunded")
+
+
+class TokenAlreadyRevoked(TokenNotRefundable):
+    def __init__(self) -> None:
+        super().__init__("Token has already been revoked")
