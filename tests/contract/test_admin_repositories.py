@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,9 @@ def test_search_matches_email_or_username_literally(uow_factory, clock) -> None:
 
 def test_referrals_and_their_earnings(uow_factory, clock) -> None:
     alice = create(uow_factory, clock, "alice")
-    referees = [create(uow_factory, clock, n, referred_by_id=alice.id) for n in ["bob", "bea", "ben"]]
+    referees = [
+        create(uow_factory, clock, n, referred_by_id=alice.id) for n in ["bob", "bea", "ben"]
+    ]
     create(uow_factory, clock, "stranger")
     with uow_factory() as uow:
         for amount, kind in [
@@ -97,12 +100,13 @@ def test_audit_log_round_trip_and_filters(uow_factory, clock) -> None:
     admin = create(uow_factory, clock, "admin", is_superuser=True)
     target = create(uow_factory, clock, "target")
     entries = []
+    actions: list[tuple[AuditAction, dict[str, Any], str | None]] = [
+        (AuditAction.BALANCE_ADJUSTED, {"amount": "1.00", "reason": "ünïcode"}, "::1"),
+        (AuditAction.USER_DEACTIVATED, {"before": True, "after": False}, None),
+        (AuditAction.USER_ACTIVATED, {"before": False, "after": True}, "10.0.0.1"),
+    ]
     with uow_factory() as uow:
-        for action, details, address in [
-            (AuditAction.BALANCE_ADJUSTED, {"amount": "1.00", "reason": "ünïcode"}, "::1"),
-            (AuditAction.USER_DEACTIVATED, {"before": True, "after": False}, None),
-            (AuditAction.USER_ACTIVATED, {"before": False, "after": True}, "10.0.0.1"),
-        ]:
+        for action, details, address in actions:
             clock.advance(timedelta(seconds=1))
             entry = AuditEntry(
                 id=new_id(),
