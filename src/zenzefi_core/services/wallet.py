@@ -3,6 +3,10 @@
 `post_entry` is the one place a balance changes. Use cases that move money as part of something
 larger (a token purchase, a refund) call it inside their own unit of work; `CreditWallet` and
 `DebitWallet` are the stand-alone use cases for when moving money is the whole job.
+
+Because every debit goes through `post_entry`, so does the low-balance alert: the debit that takes
+a balance from at or above the threshold to below it writes one `balance.low` event, and later
+debits below the line write none until a credit lifts the balance above it again.
 """
 
 from __future__ import annotations
@@ -15,8 +19,17 @@ from zenzefi_core.domain import LedgerEntry, TransactionType
 from zenzefi_core.domain.ledger import CREDIT_TYPES, DEBIT_TYPES
 from zenzefi_core.errors import InsufficientBalance, InvalidAmount, InvalidInput, UserNotFound
 from zenzefi_core.ids import new_id
-from zenzefi_core.money import ZERO, quantize
+from zenzefi_core.money import ZERO, format_amount, quantize
 from zenzefi_core.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from zenzefi_core.services.events import record_event
+
+#: The product documents' low-balance line; `Settings.low_balance_threshold` overrides it.
+DEFAULT_LOW_BALANCE_THRESHOLD = Decimal("10.00")
+
+
+def crossed_below(before: Decimal, after: Decimal, threshold: Decimal) -> bool:
+    """True only for the change that takes a balance from at or above `threshold` to below it."""
+    return after < threshold <= before
 
 
 def post_entry(
@@ -29,11 +42,13 @@ def post_entry(
     description: str,
     reference_type: str,
     reference_id: str,
+    low_balance_threshold: Decimal = DEFAULT_LOW_BALANCE_THRESHOLD,
 ) -> LedgerEntry:
     """Change a balance by a signed `amount` and record why, inside the caller's unit of work.
 
     Raises `InsufficientBalance` (and changes nothing) when a negative amount exceeds the balance,
     `UserNotFound` for an unknown user, and `InvalidAmount` when the sign does not fit the type.
+    A debit that crosses below `low_balance_threshold` also records a `balance.low` event.
     """
     if amount != quantize(amount):
         raise InvalidAmount("amount must have at most two decimal places")
@@ -67,6 +82,20 @@ def post_entry(
         created_at=clock.now(),
     )
     uow.ledger.add(entry)
+    # The balance before is exact: the conditional update returned the balance it produced.
+    if amount < ZERO and crossed_below(new_balance - amount, new_balance, low_balance_threshold):
+        record_event(
+            uow,
+            clock,
+            "balance.low",
+            {
+                "user_id": str(user_id),
+                "balance": format_amount(new_balance),
+                "threshold": format_amount(low_balance_threshold),
+                "transaction_id": str(entry.id),
+            },
+            user_id=user_id,
+        )
     return entry
 
 
@@ -86,9 +115,15 @@ class _WalletUseCase:
     allowed: frozenset[TransactionType]
     sign: int
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        low_balance_threshold: Decimal = DEFAULT_LOW_BALANCE_THRESHOLD,
+    ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
+        self._low_balance_threshold = low_balance_threshold
 
     def __call__(self, change: WalletChange) -> LedgerEntry:
         if change.transaction_type not in self.allowed:
@@ -107,6 +142,7 @@ class _WalletUseCase:
                 description=change.description,
                 reference_type=change.reference_type,
                 reference_id=change.reference_id,
+                low_balance_threshold=self._low_balance_threshold,
             )
             uow.commit()
         return entry
