@@ -64,6 +64,25 @@ class PaymentSettings(BaseSettings):
     callback_tolerance_seconds: int = Field(default=300, gt=0)
 
 
+class AuthSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZENZEFI_AUTH_", extra="ignore")
+
+    #: How long a login token (JWT) stays valid; the login response reports it as `expires_in`.
+    token_minutes: int = Field(default=60, gt=0, le=43_200)
+
+
+class RateLimitSettings(BaseSettings):
+    """Attempts per client address within a sliding window, for the login and register routes."""
+
+    model_config = SettingsConfigDict(env_prefix="ZENZEFI_RATE_LIMIT_", extra="ignore")
+
+    #: Off only for load tests; an exposed server without it invites password guessing.
+    enabled: bool = True
+    login_attempts: int = Field(default=10, gt=0)
+    register_attempts: int = Field(default=5, gt=0)
+    window_seconds: float = Field(default=60.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZENZEFI_", extra="ignore")
 
@@ -75,11 +94,17 @@ class Settings(BaseSettings):
     low_balance_threshold: Decimal = Decimal("10.00")
     #: The largest amount one request may move (credit, top-up); larger is refused with 422.
     max_amount: Decimal = Decimal("1000000.00")
+    #: Requests with a larger body are refused with 413 before it is read.
+    max_request_bytes: int = Field(default=1_048_576, gt=0)
+    #: How long `/health` waits for the database and for the upstream server.
+    health_timeout_seconds: float = Field(default=2.0, gt=0)
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     payments: PaymentSettings = Field(default_factory=PaymentSettings)
 
     @property
