@@ -26,6 +26,9 @@ from zenzefi_core.domain import (
     TransactionType,
     User,
 )
+from zenzefi_core.domain.bundles import BundlePurchase, TokenBundle
+from zenzefi_core.domain.referrals import ReferralBonus
+from zenzefi_core.domain.tokens import AccessToken
 
 T = TypeVar("T")
 
@@ -193,6 +196,87 @@ class AuditLogRepository(Protocol):
         ...
 
 
+class TokenRepository(Protocol):
+    def add_all(self, tokens: Sequence[AccessToken]) -> None:
+        """Store newly issued tokens (one statement for a whole bundle)."""
+        ...
+
+    def get(self, token_id: UUID) -> AccessToken | None: ...
+
+    def get_by_hash(self, token_hash: str) -> AccessToken | None: ...
+
+    def list_for_user(
+        self, user_id: UUID, *, now: datetime, active_only: bool, limit: int, offset: int
+    ) -> Page[AccessToken]:
+        """The user's tokens, newest first; `active_only`: neither revoked nor expired at `now`."""
+        ...
+
+    def list_for_purchase(self, bundle_purchase_id: UUID) -> list[AccessToken]:
+        """The tokens of one bundle purchase, in the order they were issued."""
+        ...
+
+    def activate(self, token_id: UUID, at: datetime) -> AccessToken | None:
+        """Start the token's clock at `at` unless it has started or the token is revoked.
+
+        One conditional statement (`... WHERE activated_at IS NULL`), so of two first requests
+        racing, exactly one activates. Returns the activated token, or None when nothing changed.
+        """
+        ...
+
+    def revoke(self, token_id: UUID, at: datetime) -> bool:
+        """Revoke a token never activated; one conditional statement, so a revocation racing an
+        activation (or another revocation) cannot both win. False when nothing changed."""
+        ...
+
+
+class BundleRepository(Protocol):
+    def add(self, bundle: TokenBundle) -> None: ...
+
+    def get(self, bundle_id: UUID) -> TokenBundle | None: ...
+
+    def update(self, bundle: TokenBundle) -> None:
+        """Save every field but `id` and `created_at`."""
+        ...
+
+    def catalogue(self, *, active_only: bool) -> list[TokenBundle]:
+        """Bundles ordered by total price (then name and id, so the order is stable)."""
+        ...
+
+    def count(self) -> int: ...
+
+    def lock_catalogue(self) -> None:
+        """Keep other writers of the catalogue out until this transaction ends, so two
+        processes seeding an empty database at once cannot both add the defaults."""
+        ...
+
+    def add_purchase(self, purchase: BundlePurchase) -> None: ...
+
+    def get_purchase(self, purchase_id: UUID) -> BundlePurchase | None: ...
+
+
+class ReferralRepository(Protocol):
+    def add(self, bonus: ReferralBonus) -> None: ...
+
+    def for_purchase(self, purchase_id: UUID) -> ReferralBonus | None:
+        """The bonus a purchase (a token or a bundle purchase) earned, if it earned one."""
+        ...
+
+    def record_clawback(self, bonus_id: UUID, *, taken: Decimal, shortfall: Decimal) -> bool:
+        """Add to what refunds reversed of a bonus, never beyond the bonus itself (one
+        conditional statement); False when that would reverse more than is outstanding."""
+        ...
+
+    def kept_between(self, referrer_id: UUID, start: datetime, end: datetime) -> Decimal:
+        """What the referrer still holds of bonuses earned in [start, end): their amounts minus
+        what was clawed back, summed by the store."""
+        ...
+
+    def lock_referrer(self, referrer_id: UUID) -> None:
+        """Hold the referrer's account row until the transaction ends, so that concurrent
+        bonuses respect the monthly cap and a clawback sees the balance it takes from."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderCallback:
     """A verified provider notification about one payment."""
@@ -250,6 +334,15 @@ class UnitOfWork(Protocol):
 
     @property
     def audit(self) -> AuditLogRepository: ...
+
+    @property
+    def tokens(self) -> TokenRepository: ...
+
+    @property
+    def bundles(self) -> BundleRepository: ...
+
+    @property
+    def referrals(self) -> ReferralRepository: ...
 
     def __enter__(self) -> Self: ...
 

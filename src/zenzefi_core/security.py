@@ -1,15 +1,20 @@
-"""Password hashing (Argon2id) and referral codes: secrets the core creates and checks."""
+"""Password hashing (Argon2id), referral codes and access tokens: secrets the core creates and
+checks."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import string
+from dataclasses import dataclass
 
 from argon2 import PasswordHasher as _Argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
 REFERRAL_CODE_ALPHABET = string.ascii_uppercase + string.digits
 REFERRAL_CODE_LENGTH = 12
+ACCESS_TOKEN_BYTES = 48
+ACCESS_TOKEN_PREFIX_LENGTH = 8
 
 
 class Argon2PasswordHasher:
@@ -36,3 +41,27 @@ def fast_password_hasher() -> Argon2PasswordHasher:
 def new_referral_code() -> str:
     """Twelve characters from A-Z and 0-9: 36**12 codes, so guessing one is hopeless."""
     return "".join(secrets.choice(REFERRAL_CODE_ALPHABET) for _ in range(REFERRAL_CODE_LENGTH))
+
+
+@dataclass(frozen=True, slots=True)
+class AccessTokenSecret:
+    """A new access token: the plaintext for the buyer, the hash and prefix for the database."""
+
+    plaintext: str
+    hash: str
+    prefix: str
+
+
+def hash_access_token(plaintext: str) -> str:
+    """SHA-256 hex of the token. Enough on its own: the token is 384 random bits, not a password."""
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
+
+def new_access_token() -> AccessTokenSecret:
+    """48 random bytes, URL-safe; only the hash is ever stored, the plaintext is shown once."""
+    plaintext = secrets.token_urlsafe(ACCESS_TOKEN_BYTES)
+    return AccessTokenSecret(
+        plaintext=plaintext,
+        hash=hash_access_token(plaintext),
+        prefix=plaintext[:ACCESS_TOKEN_PREFIX_LENGTH],
+    )

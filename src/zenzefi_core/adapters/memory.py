@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
 from typing import Self
@@ -29,7 +29,10 @@ from zenzefi_core.domain import (
     TransactionType,
     User,
 )
-from zenzefi_core.errors import DuplicateUser, IdempotencyConflict
+from zenzefi_core.domain.bundles import BundlePurchase, TokenBundle
+from zenzefi_core.domain.referrals import ReferralBonus
+from zenzefi_core.domain.tokens import AccessToken
+from zenzefi_core.errors import Conflict, DuplicateUser, IdempotencyConflict
 from zenzefi_core.money import ZERO
 from zenzefi_core.ports import LedgerDiscrepancy, Page
 
@@ -43,6 +46,10 @@ class _Tables:
     payments: dict[UUID, PaymentIntent] = dataclasses.field(default_factory=dict)
     payment_events: dict[str, ProviderEvent] = dataclasses.field(default_factory=dict)
     audit: list[AuditEntry] = dataclasses.field(default_factory=list)
+    tokens: dict[UUID, AccessToken] = dataclasses.field(default_factory=dict)
+    bundles: dict[UUID, TokenBundle] = dataclasses.field(default_factory=dict)
+    bundle_purchases: dict[UUID, BundlePurchase] = dataclasses.field(default_factory=dict)
+    referral_bonuses: dict[UUID, ReferralBonus] = dataclasses.field(default_factory=dict)
 
     def copy(self) -> _Tables:
         # Entities are frozen, so copying the containers is enough to isolate a transaction.
@@ -54,6 +61,10 @@ class _Tables:
             payments=dict(self.payments),
             payment_events=dict(self.payment_events),
             audit=list(self.audit),
+            tokens=dict(self.tokens),
+            bundles=dict(self.bundles),
+            bundle_purchases=dict(self.bundle_purchases),
+            referral_bonuses=dict(self.referral_bonuses),
         )
 
 
@@ -322,6 +333,133 @@ class _AuditLogRepository:
         )
 
 
+class _TokenRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def add_all(self, tokens: Sequence[AccessToken]) -> None:
+        hashes = {t.token_hash for t in self._t.tokens.values()}
+        for token in tokens:
+            if token.id in self._t.tokens or token.token_hash in hashes:
+                raise Conflict("Token already exists")
+            hashes.add(token.token_hash)
+        for token in tokens:
+            self._t.tokens[token.id] = token
+
+    def get(self, token_id: UUID) -> AccessToken | None:
+        return self._t.tokens.get(token_id)
+
+    def get_by_hash(self, token_hash: str) -> AccessToken | None:
+        for token in self._t.tokens.values():
+            if token.token_hash == token_hash:
+                return token
+        return None
+
+    def list_for_user(
+        self, user_id: UUID, *, now: datetime, active_only: bool, limit: int, offset: int
+    ) -> Page[AccessToken]:
+        mine = [
+            t
+            for t in self._t.tokens.values()
+            if t.user_id == user_id and (not active_only or t.is_active_at(now))
+        ]
+        mine.sort(key=lambda t: (t.created_at, t.id), reverse=True)
+        return Page(
+            items=mine[offset : offset + limit], total=len(mine), limit=limit, offset=offset
+        )
+
+    def list_for_purchase(self, bundle_purchase_id: UUID) -> list[AccessToken]:
+        tokens = [t for t in self._t.tokens.values() if t.bundle_purchase_id == bundle_purchase_id]
+        return sorted(tokens, key=lambda t: t.id)
+
+    def activate(self, token_id: UUID, at: datetime) -> AccessToken | None:
+        token = self._t.tokens.get(token_id)
+        if token is None or token.activated_at is not None or token.revoked_at is not None:
+            return None
+        activated = dataclasses.replace(
+            token, activated_at=at, expires_at=at + timedelta(hours=token.duration_hours)
+        )
+        self._t.tokens[token_id] = activated
+        return activated
+
+    def revoke(self, token_id: UUID, at: datetime) -> bool:
+        token = self._t.tokens.get(token_id)
+        if token is None or token.activated_at is not None or token.revoked_at is not None:
+            return False
+        self._t.tokens[token_id] = dataclasses.replace(token, revoked_at=at)
+        return True
+
+
+class _BundleRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def add(self, bundle: TokenBundle) -> None:
+        self._t.bundles[bundle.id] = bundle
+
+    def get(self, bundle_id: UUID) -> TokenBundle | None:
+        return self._t.bundles.get(bundle_id)
+
+    def update(self, bundle: TokenBundle) -> None:
+        current = self._t.bundles.get(bundle.id)
+        if current is not None:
+            self._t.bundles[bundle.id] = dataclasses.replace(bundle, created_at=current.created_at)
+
+    def catalogue(self, *, active_only: bool) -> list[TokenBundle]:
+        bundles = [b for b in self._t.bundles.values() if b.is_active or not active_only]
+        return sorted(bundles, key=lambda b: (b.total_price, b.name, b.id))
+
+    def count(self) -> int:
+        return len(self._t.bundles)
+
+    def lock_catalogue(self) -> None:
+        """Nothing to do: the store lock already serialises units of work."""
+
+    def add_purchase(self, purchase: BundlePurchase) -> None:
+        self._t.bundle_purchases[purchase.id] = purchase
+
+    def get_purchase(self, purchase_id: UUID) -> BundlePurchase | None:
+        return self._t.bundle_purchases.get(purchase_id)
+
+
+class _ReferralRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def add(self, bonus: ReferralBonus) -> None:
+        if any(b.purchase_id == bonus.purchase_id for b in self._t.referral_bonuses.values()):
+            raise Conflict("This purchase already earned a bonus")
+        self._t.referral_bonuses[bonus.id] = bonus
+
+    def for_purchase(self, purchase_id: UUID) -> ReferralBonus | None:
+        for bonus in self._t.referral_bonuses.values():
+            if bonus.purchase_id == purchase_id:
+                return bonus
+        return None
+
+    def record_clawback(self, bonus_id: UUID, *, taken: Decimal, shortfall: Decimal) -> bool:
+        bonus = self._t.referral_bonuses.get(bonus_id)
+        if bonus is None or taken + shortfall > bonus.outstanding:
+            return False
+        self._t.referral_bonuses[bonus_id] = dataclasses.replace(
+            bonus, clawed_back=bonus.clawed_back + taken, shortfall=bonus.shortfall + shortfall
+        )
+        return True
+
+    def kept_between(self, referrer_id: UUID, start: datetime, end: datetime) -> Decimal:
+        return sum(
+            (
+                b.amount - b.clawed_back
+                for b in self._t.referral_bonuses.values()
+                if b.referrer_id == referrer_id and start <= b.created_at < end
+            ),
+            ZERO,
+        )
+
+    def lock_referrer(self, referrer_id: UUID) -> None:
+        """Nothing to do: the store lock already serialises units of work."""
+
+
 class InMemoryUnitOfWork:
     users: _UserRepository
     ledger: _LedgerRepository
@@ -329,6 +467,9 @@ class InMemoryUnitOfWork:
     idempotency: _IdempotencyRepository
     payments: _PaymentRepository
     audit: _AuditLogRepository
+    tokens: _TokenRepository
+    bundles: _BundleRepository
+    referrals: _ReferralRepository
 
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
@@ -372,3 +513,6 @@ class InMemoryUnitOfWork:
         self.idempotency = _IdempotencyRepository(tables)
         self.payments = _PaymentRepository(tables)
         self.audit = _AuditLogRepository(tables)
+        self.tokens = _TokenRepository(tables)
+        self.bundles = _BundleRepository(tables)
+        self.referrals = _ReferralRepository(tables)

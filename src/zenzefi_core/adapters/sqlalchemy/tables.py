@@ -17,7 +17,7 @@ from sqlalchemy import (
     Uuid,
 )
 
-from zenzefi_core.adapters.sqlalchemy.types import Money, UtcDateTime
+from zenzefi_core.adapters.sqlalchemy.types import Money, Percent, UtcDateTime
 
 metadata = MetaData(
     naming_convention={
@@ -144,4 +144,106 @@ audit_log = Table(
     Index(None, "created_at"),
     Index(None, "target_type", "target_id"),
     Index(None, "actor_id"),
+)
+
+token_bundles = Table(
+    "token_bundles",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("token_count", Integer, nullable=False),
+    Column("duration_hours", Integer, nullable=False),
+    Column("scope", String(32), nullable=False),
+    Column("discount_percent", Percent, nullable=False),
+    Column("base_price", Money, nullable=False),
+    Column("total_price", Money, nullable=False),
+    Column("is_active", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("token_count > 0", name="token_count_positive"),
+    CheckConstraint("discount_percent >= 0 AND discount_percent < 100", name="discount_in_range"),
+    CheckConstraint("total_price > 0 AND total_price <= base_price", name="price_derived"),
+    CheckConstraint("scope IN ('full', 'certificates_only')", name="known_scope"),
+    # The public catalogue: bundles on sale, cheapest first.
+    Index(None, "is_active", "total_price"),
+)
+
+bundle_purchases = Table(
+    "bundle_purchases",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="RESTRICT"), nullable=False),
+    Column("bundle_id", Uuid, ForeignKey("token_bundles.id", ondelete="RESTRICT"), nullable=False),
+    Column("bundle_name", String(100), nullable=False),
+    Column("token_count", Integer, nullable=False),
+    Column("duration_hours", Integer, nullable=False),
+    Column("scope", String(32), nullable=False),
+    Column("total_price", Money, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("total_price > 0", name="price_positive"),
+    Index(None, "user_id", "created_at"),
+    Index(None, "bundle_id"),
+)
+
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="RESTRICT"), nullable=False),
+    # SHA-256 hex of the secret; the secret itself is never stored.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("token_prefix", String(16), nullable=False),
+    Column("duration_hours", Integer, nullable=False),
+    Column("scope", String(32), nullable=False),
+    Column("price_paid", Money, nullable=False),
+    Column(
+        "bundle_purchase_id",
+        Uuid,
+        ForeignKey("bundle_purchases.id", ondelete="RESTRICT"),
+        nullable=True,
+    ),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("activated_at", UtcDateTime, nullable=True),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    CheckConstraint("duration_hours > 0", name="duration_positive"),
+    CheckConstraint("price_paid > 0", name="price_positive"),
+    CheckConstraint("scope IN ('full', 'certificates_only')", name="known_scope"),
+    CheckConstraint(
+        "(activated_at IS NULL AND expires_at IS NULL) "
+        "OR (activated_at IS NOT NULL AND expires_at IS NOT NULL)",
+        name="activation_complete",
+    ),
+    Index(None, "user_id", "created_at"),
+    Index(None, "bundle_purchase_id"),
+    # The scheduled expiry scans look tokens up by when they end.
+    Index(None, "expires_at"),
+)
+
+referral_bonuses = Table(
+    "referral_bonuses",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("referrer_id", Uuid, ForeignKey("users.id", ondelete="RESTRICT"), nullable=False),
+    Column("referee_id", Uuid, ForeignKey("users.id", ondelete="RESTRICT"), nullable=False),
+    Column("purchase_type", String(32), nullable=False),
+    # A token's or a bundle purchase's id: one bonus per purchase at most.
+    Column("purchase_id", Uuid, nullable=False, unique=True),
+    Column("purchase_amount", Money, nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("clawed_back", Money, nullable=False),
+    Column("shortfall", Money, nullable=False),
+    Column(
+        "transaction_id", Uuid, ForeignKey("transactions.id", ondelete="RESTRICT"), nullable=False
+    ),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint(
+        # ROUND keeps SQLite's binary floating point from failing an exact sum by a hair.
+        "clawed_back >= 0 AND shortfall >= 0 AND ROUND(clawed_back + shortfall, 2) <= amount",
+        name="reversal_within_bonus",
+    ),
+    # The monthly cap sums one referrer's bonuses over a window of time.
+    Index(None, "referrer_id", "created_at"),
+    Index(None, "referee_id"),
 )

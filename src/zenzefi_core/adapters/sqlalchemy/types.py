@@ -55,3 +55,16 @@ class Money(TypeDecorator[Decimal]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         return None if value is None else quantize(Decimal(value))
+
+
+class Percent(TypeDecorator[Decimal]):
+    """NUMERIC(5, 2) holding a percentage such as a discount, read back quantised like `Money`."""
+
+    impl = Numeric(5, 2, asdecimal=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Decimal | None:
+        return None if value is None else quantize(Decimal(value))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else quantize(Decimal(value))

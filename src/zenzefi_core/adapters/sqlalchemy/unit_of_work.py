@@ -8,7 +8,9 @@ from typing import Self
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from zenzefi_core.adapters.sqlalchemy.bundle_repository import SqlBundleRepository
 from zenzefi_core.adapters.sqlalchemy.payment_repository import SqlPaymentRepository
+from zenzefi_core.adapters.sqlalchemy.referral_repository import SqlReferralRepository
 from zenzefi_core.adapters.sqlalchemy.repositories import (
     SqlAuditLogRepository,
     SqlIdempotencyRepository,
@@ -16,6 +18,7 @@ from zenzefi_core.adapters.sqlalchemy.repositories import (
     SqlOutboxRepository,
     SqlUserRepository,
 )
+from zenzefi_core.adapters.sqlalchemy.token_repository import SqlTokenRepository
 from zenzefi_core.errors import StorageUnavailable
 
 
@@ -41,6 +44,9 @@ class SqlAlchemyUnitOfWork:
     idempotency: SqlIdempotencyRepository
     payments: SqlPaymentRepository
     audit: SqlAuditLogRepository
+    tokens: SqlTokenRepository
+    bundles: SqlBundleRepository
+    referrals: SqlReferralRepository
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -57,6 +63,9 @@ class SqlAlchemyUnitOfWork:
         self.idempotency = SqlIdempotencyRepository(self._connection)
         self.payments = SqlPaymentRepository(self._connection)
         self.audit = SqlAuditLogRepository(self._connection)
+        self.tokens = SqlTokenRepository(self._connection)
+        self.bundles = SqlBundleRepository(self._connection)
+        self.referrals = SqlReferralRepository(self._connection)
         return self
 
     def __exit__(
