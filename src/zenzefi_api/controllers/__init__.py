@@ -1,0 +1,1 @@
+"""Route handlers grouped by context; each handler parses, calls one core use case, renders."""

@@ -1,0 +1,97 @@
+"""Wire types shared by every controller: money and time as the API contract writes them, the
+error bodies, and the OpenAPI description of each error status.
+
+Money leaves as a string with exactly two decimals and time as ISO 8601 with an explicit
+`+00:00` offset; both are rendered here, in one place, rather than by the JSON encoder.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example, OpenAPIFormat
+from litestar.params import KwargDefinition, QueryParameter
+
+from zenzefi_core.money import format_amount
+from zenzefi_core.paging import MAX_LIMIT, MAX_OFFSET, MIN_LIMIT
+
+Money = Annotated[
+    str,
+    KwargDefinition(
+        description="ZNC amount: a string with exactly two decimals",
+        pattern=r"^-?\d+\.\d{2}$",
+        examples=[Example(value="81.00")],
+    ),
+]
+Timestamp = Annotated[
+    str,
+    KwargDefinition(
+        format=OpenAPIFormat.DATE_TIME,
+        description="ISO 8601, UTC, with its offset",
+        examples=[Example(value="2026-11-26T10:00:00+00:00")],
+    ),
+]
+
+Limit = Annotated[
+    int,
+    QueryParameter(
+        ge=MIN_LIMIT, le=MAX_LIMIT, description=f"Items per page ({MIN_LIMIT} to {MAX_LIMIT})"
+    ),
+]
+Offset = Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET, description="Items to skip")]
+
+
+def money(amount: Decimal) -> str:
+    return format_amount(amount)
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    status_code: int
+    detail: str
+
+
+class FieldError(msgspec.Struct, kw_only=True):
+    field: str
+    message: str
+    #: Where the field was: `body`, `query`, `path`, `header`.
+    source: str | None = None
+
+
+class ValidationErrorBody(msgspec.Struct, kw_only=True):
+    status_code: int
+    detail: str
+    errors: list[FieldError]
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request (not JSON, wrong content), or refused by a business rule",
+    401: "Missing, malformed or expired bearer token, or wrong credentials",
+    402: "Insufficient balance",
+    403: "Authenticated, but not allowed: inactive account or missing superuser role",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    413: "Request body too large",
+    422: "Validation failed",
+    429: "Too many attempts from this address; see Retry-After",
+    503: "The database is unavailable; retry later",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI description of the error statuses a route can answer with."""
+    return {
+        code: ResponseSpec(
+            data_container=ValidationErrorBody if code == 422 else ErrorBody,
+            description=_DESCRIPTIONS[code],
+            generate_examples=False,
+        )
+        for code in codes
+    }
