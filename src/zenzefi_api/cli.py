@@ -16,6 +16,30 @@ from zenzefi_core.services.accounts import CreateSuperuser
 from zenzefi_core.services.ledger_check import CheckLedger
 from zenzefi_core.settings import Settings
 
+#: How long a stopping server lets running requests finish before it closes their connections.
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+def _serve(core: Core, args: argparse.Namespace) -> int:
+    """Serve the API until SIGINT or SIGTERM; the app's lifespan applies migrations first."""
+    # The web stack is imported here only, so the database commands run without it.
+    import uvicorn
+
+    from zenzefi_api.access_log import configure_logging
+    from zenzefi_api.app import create_app
+
+    configure_logging()
+    uvicorn.run(
+        create_app(core.settings, core),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    return 0
+
 
 def _migrate(core: Core, _args: argparse.Namespace) -> int:
     core.migrate()
@@ -45,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Zenzefi: ZNC wallet, access tokens and the authenticating proxy.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="apply migrations and serve the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.set_defaults(run=_serve)
 
     commands.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
 
