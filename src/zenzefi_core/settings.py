@@ -13,8 +13,12 @@ import secrets
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from zenzefi_core.money import Sign, parse_amount
+from zenzefi_core.pricing import DEFAULT_PRICES
+from zenzefi_core.referrals import DEFAULT_PERCENT
 
 
 class DatabaseSettings(BaseSettings):
@@ -64,6 +68,41 @@ class PaymentSettings(BaseSettings):
     callback_tolerance_seconds: int = Field(default=300, gt=0)
 
 
+class TokenSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZENZEFI_TOKENS_", extra="ignore")
+
+    #: Hours -> ZNC, as JSON with string amounts: `{"1": "1.00", "24": "18.00"}`.
+    prices: dict[int, Decimal] = Field(default_factory=lambda: dict(DEFAULT_PRICES), min_length=1)
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _exact_prices(cls, value: object) -> object:
+        # Floats never carry money: `parse_amount` refuses them and anything beyond cents.
+        if isinstance(value, dict):
+            return {
+                hours: parse_amount(price, sign=Sign.POSITIVE) for hours, price in value.items()
+            }
+        return value
+
+
+class ReferralSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZENZEFI_REFERRAL_", extra="ignore")
+
+    #: The referrer's share of each purchase, in percent.
+    percent: Decimal = Field(default=DEFAULT_PERCENT, ge=0, le=100)
+    #: Purchases below this amount earn no bonus.
+    minimum_purchase: Decimal = Field(default=Decimal("0.00"), ge=0)
+    #: Only a referee's first purchase earns a bonus.
+    first_purchase_only: bool = False
+    #: The most a referrer keeps from one calendar month's bonuses; unset: no cap.
+    monthly_cap: Decimal | None = Field(default=None, ge=0)
+
+    @field_validator("minimum_purchase", "monthly_cap", mode="before")
+    @classmethod
+    def _exact_amount(cls, value: object) -> object:
+        return None if value is None else parse_amount(value, sign=Sign.NON_NEGATIVE)
+
+
 class AuthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZENZEFI_AUTH_", extra="ignore")
 
@@ -106,6 +145,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     payments: PaymentSettings = Field(default_factory=PaymentSettings)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    referral: ReferralSettings = Field(default_factory=ReferralSettings)
 
     @property
     def database_url(self) -> str:
