@@ -26,6 +26,7 @@ from zenzefi_core.errors import (
     DuplicateUser,
     InsufficientBalance,
     InvalidAmount,
+    InvalidDuration,
     InvalidInput,
     InvalidReferralCode,
     InvalidSignature,
@@ -41,6 +42,7 @@ logger = logging.getLogger("zenzefi.api")
 #: A domain error's status is that of the first of its classes (most specific first) listed here.
 STATUS_BY_ERROR: dict[type[DomainError], int] = {
     InvalidReferralCode: 400,
+    InvalidDuration: 400,
     DuplicateUser: 400,
     ActionRefused: 400,
     PaymentMismatch: 400,
