@@ -123,6 +123,13 @@ def http_error(request: Request[Any, Any, Any], error: HTTPException) -> Respons
     return Response(_body(status, error.detail), status_code=status, headers=error.headers)
 
 
+def too_deep(request: Request[Any, Any, Any], error: RecursionError) -> Response[ErrorBody]:
+    """JSON nested deeper than the decoder recurses: a malformed request, not a server fault.
+    (The decoder is the only recursion a request controls.)"""
+    logger.warning("refused a too deeply nested body on %s %s", request.method, request.url.path)
+    return Response(_body(400, "Request body is nested too deeply"), status_code=400)
+
+
 def unexpected_error(request: Request[Any, Any, Any], error: Exception) -> Response[ErrorBody]:
     logger.error(
         "unhandled error answering %s %s", request.method, request.url.path, exc_info=error
@@ -134,6 +141,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DomainError: domain_error,
     ValidationException: validation_error,
     HTTPException: http_error,
+    RecursionError: too_deep,
     Exception: unexpected_error,
 }
 

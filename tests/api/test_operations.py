@@ -180,6 +180,18 @@ def test_malformed_json_is_400(client: ApiClient) -> None:
     assert response.json()["status_code"] == 400
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"email": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001],
+)
+def test_absurdly_nested_json_is_400(client: ApiClient, body: bytes) -> None:
+    response = client.post(
+        "/api/v1/auth/register", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"] == "Request body is nested too deeply"
+
+
 def test_bodies_over_the_limit_are_413(tmp_path, engine, core) -> None:
     small = make_settings(tmp_path, engine, max_request_bytes=1024)
     with running(create_app(small, core)) as client:
