@@ -7,11 +7,14 @@ opens the database, hashes passwords and tells time the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from zenzefi_core.adapters.sqlalchemy import Database
 from zenzefi_core.clock import SystemClock
+from zenzefi_core.policy import ShopPolicy
 from zenzefi_core.ports import Clock, PasswordHasher, UnitOfWork
 from zenzefi_core.security import Argon2PasswordHasher
+from zenzefi_core.services.bundles import SeedDefaultBundles
 from zenzefi_core.settings import Settings
 
 
@@ -40,8 +43,19 @@ class Core:
     def uow(self) -> UnitOfWork:
         return self.database.unit_of_work()
 
+    @cached_property
+    def policy(self) -> ShopPolicy:
+        """Prices, the referral programme and the low-balance line, as configured."""
+        return ShopPolicy.from_settings(self.settings)
+
     def migrate(self) -> None:
+        """Apply the migrations, then seed the default bundles if the catalogue is empty.
+
+        Seeding checks for an empty catalogue under a lock, so running this at every start (as
+        `zenzefi serve` does) or from several processes at once adds the defaults only once.
+        """
         self.database.migrate()
+        SeedDefaultBundles(self.uow, self.clock, self.policy.prices)()
 
     def close(self) -> None:
         self.database.dispose()

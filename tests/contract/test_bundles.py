@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import Engine
 
 from tests.shop import Shop, balance_of, events_of, ledger_of, open_account
+from zenzefi_core.bootstrap import Core
 from zenzefi_core.clock import FixedClock
 from zenzefi_core.domain import TransactionType
 from zenzefi_core.domain.tokens import TokenScope
@@ -30,10 +33,12 @@ from zenzefi_core.services.bundles import (
     BundleOrder,
     BundleQuery,
     BundleRef,
+    ListBundles,
     SeedDefaultBundles,
 )
 from zenzefi_core.services.ledger_check import CheckLedger
 from zenzefi_core.services.tokens import TokenQuery, TokenRevocation
+from zenzefi_core.settings import DatabaseSettings, Settings
 
 
 @pytest.fixture
@@ -316,3 +321,51 @@ def test_bundle_purchases_honour_idempotency_keys(shop: Shop) -> None:
             BundleOrder(user_id=alice.id, bundle_id=bundles["Pro Bundle"].id, idempotency_key="b-1")
         )
     assert len(ledger_of(shop.uow_factory, alice.id, TransactionType.PURCHASE)) == 1
+
+
+def test_migrating_seeds_a_new_database_once_even_from_racing_processes(
+    engine: Engine, clock: FixedClock
+) -> None:
+    """`Core.migrate` (run by `zenzefi serve` and `zenzefi migrate`) seeds an empty catalogue;
+    processes seeding one new database at once add the defaults once between them."""
+    url = engine.url.render_as_string(hide_password=False)
+    cores = [
+        Core.from_settings(Settings(database=DatabaseSettings(url=url)), clock=clock)
+        for _ in range(4)
+    ]
+    seeded: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(cores))
+
+    def seed(core: Core) -> None:
+        barrier.wait()
+        try:
+            seeded.append(len(SeedDefaultBundles(core.uow, clock, core.policy.prices)()))
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    try:
+        threads = [threading.Thread(target=seed, args=(core,)) for core in cores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        cores[0].migrate()
+        names = [b.name for b in ListBundles(cores[0].uow)(BundleQuery(active_only=True))]
+    finally:
+        for core in cores:
+            core.close()
+    assert errors == []
+    assert sorted(seeded) == [0, 0, 0, 3]
+    assert names == ["Starter Pack", "Pro Bundle", "Ultimate Package"]
+
+
+def test_migrating_a_new_database_seeds_it(engine: Engine, clock: FixedClock) -> None:
+    url = engine.url.render_as_string(hide_password=False)
+    core = Core.from_settings(Settings(database=DatabaseSettings(url=url)), clock=clock)
+    try:
+        core.migrate()
+        with core.uow() as uow:
+            assert uow.bundles.count() == 3
+    finally:
+        core.close()
