@@ -13,10 +13,9 @@ from decimal import Decimal
 
 from zenzefi_core.errors import InvalidAmount, InvalidInput
 from zenzefi_core.money import ZERO, Sign, parse_amount, quantize
-from zenzefi_core.pricing import split_price
+from zenzefi_core.pricing import HUNDRED, split_price
 
 DEFAULT_PERCENT = Decimal("10")
-HUNDRED = Decimal("100")
 
 
 def _amount(value: Decimal, name: str) -> Decimal:

@@ -92,5 +92,9 @@ class SqlReferralRepository:
         return ZERO if total is None else quantize(Decimal(str(total)))
 
     def lock_referrer(self, referrer_id: UUID) -> None:
-        # FOR UPDATE on PostgreSQL; SQLite ignores it and already holds the write lock.
-        self._c.execute(select(users.c.id).where(users.c.id == referrer_id).with_for_update())
+        # FOR NO KEY UPDATE on PostgreSQL: the lock a balance update takes, which still lets
+        # other transactions insert rows that reference the user. SQLite ignores it and already
+        # holds the database's write lock.
+        self._c.execute(
+            select(users.c.id).where(users.c.id == referrer_id).with_for_update(key_share=True)
+        )
