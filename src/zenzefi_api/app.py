@@ -31,6 +31,11 @@ from zenzefi_api.context import (
 from zenzefi_api.controllers.accounts import AuthController, UsersController
 from zenzefi_api.controllers.admin import AdminUsersController, AuditLogController
 from zenzefi_api.controllers.currency import CurrencyController
+from zenzefi_api.controllers.payments import (
+    DevPaymentsController,
+    PaymentWebhookController,
+    TopUpController,
+)
 from zenzefi_api.errors import EXCEPTION_HANDLERS
 from zenzefi_api.health import HealthController, UpstreamProbe
 from zenzefi_api.ratelimit import SlidingWindowLimiter
@@ -47,6 +52,9 @@ API_V1_CONTROLLERS: list[ControllerRouterHandler] = [
     CurrencyController,
     AdminUsersController,
     AuditLogController,
+    TopUpController,
+    PaymentWebhookController,
+    DevPaymentsController,
 ]
 
 DEPENDENCIES = {

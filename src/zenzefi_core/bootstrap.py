@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from zenzefi_core.adapters.payments import HmacPaymentProvider
 from zenzefi_core.adapters.sqlalchemy import Database
 from zenzefi_core.clock import SystemClock
 from zenzefi_core.policy import ShopPolicy
-from zenzefi_core.ports import Clock, PasswordHasher, UnitOfWork
+from zenzefi_core.ports import Clock, PasswordHasher, PaymentProvider, UnitOfWork
 from zenzefi_core.security import Argon2PasswordHasher
 from zenzefi_core.services.bundles import SeedDefaultBundles
 from zenzefi_core.settings import Settings
@@ -42,6 +43,16 @@ class Core:
 
     def uow(self) -> UnitOfWork:
         return self.database.unit_of_work()
+
+    @cached_property
+    def payment_provider(self) -> PaymentProvider:
+        """The provider that takes top-ups and signs its callbacks, as configured."""
+        return HmacPaymentProvider(
+            secret=self.settings.payment_secret(),
+            checkout_url=self.settings.checkout_url(),
+            clock=self.clock,
+            tolerance_seconds=self.settings.payments.callback_tolerance_seconds,
+        )
 
     @cached_property
     def policy(self) -> ShopPolicy:

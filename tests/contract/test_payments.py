@@ -11,8 +11,14 @@ import pytest
 
 from zenzefi_core.adapters.payments import HmacPaymentProvider, callback_body
 from zenzefi_core.clock import FixedClock
-from zenzefi_core.domain import PaymentStatus, TransactionType
-from zenzefi_core.errors import InvalidInput, InvalidSignature, PaymentMismatch, PaymentNotFound
+from zenzefi_core.domain import AuditAction, PaymentStatus, TransactionType
+from zenzefi_core.errors import (
+    InvalidInput,
+    InvalidSignature,
+    PaymentMismatch,
+    PaymentNotFound,
+    PermissionDenied,
+)
 from zenzefi_core.ids import new_id
 from zenzefi_core.ports import UnitOfWorkFactory
 from zenzefi_core.security import fast_password_hasher
@@ -24,6 +30,7 @@ from zenzefi_core.services.payments import (
     GetPayment,
     HandlePaymentCallback,
     ListPayments,
+    ManualSettlement,
 )
 
 
@@ -188,17 +195,40 @@ def test_callback_for_unknown_payment_is_not_found(uow_factory, clock, provider)
         _send(handle, provider, event_id="x", intent=other, status=PaymentStatus.SUCCEEDED)
 
 
-def test_manual_confirmation_is_idempotent(uow_factory, clock, provider):
+def test_manual_settlement_is_audited_idempotent_and_for_operators_only(
+    uow_factory, clock, provider
+):
     user = _user(uow_factory, clock)
+    operator = _user(uow_factory, clock, "operator")
+    with uow_factory() as uow:
+        uow.users.update(dataclasses.replace(operator, is_superuser=True))
+        uow.commit()
     intent = CreatePaymentIntent(uow_factory, clock, provider)(
         user_id=user.id, amount_znc=Decimal("7.00")
     )
     confirm = ConfirmPaymentManually(uow_factory, clock)
+
+    def settle(actor, status=PaymentStatus.SUCCEEDED):
+        return confirm(
+            ManualSettlement(
+                actor_id=actor.id, payment_id=intent.id, status=status, client_address="10.0.0.9"
+            )
+        )
+
+    with pytest.raises(PermissionDenied):
+        settle(user)
     with pytest.raises(InvalidInput):
-        confirm(intent.id, PaymentStatus.PENDING)
-    assert confirm(intent.id, PaymentStatus.SUCCEEDED).credited
-    assert confirm(intent.id, PaymentStatus.SUCCEEDED).replay
+        settle(operator, PaymentStatus.PENDING)
+    assert settle(operator).credited
+    assert settle(operator).replay
     assert _balance(uow_factory, user.id) == Decimal("7.00")
+    with uow_factory() as uow:
+        entries = uow.audit.list_entries(limit=10, offset=0).items
+    assert [(e.action, e.target_type, e.target_id, e.actor_id) for e in entries] == [
+        (AuditAction.PAYMENT_SETTLED, "payment", str(intent.id), operator.id)
+    ]
+    assert entries[0].details["credited"] is True
+    assert entries[0].client_address == "10.0.0.9"
 
 
 def test_someone_elses_payment_is_not_found(uow_factory, clock, provider):

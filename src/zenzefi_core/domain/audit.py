@@ -15,6 +15,7 @@ class AuditAction(StrEnum):
     USER_DEACTIVATED = "user.deactivated"
     SUPERUSER_GRANTED = "user.superuser_granted"
     SUPERUSER_REVOKED = "user.superuser_revoked"
+    PAYMENT_SETTLED = "payment.settled_manually"
 
 
 @dataclass(frozen=True, slots=True)

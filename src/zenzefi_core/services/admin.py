@@ -58,23 +58,25 @@ def _target(uow: UnitOfWork, user_id: UUID) -> User:
     return user
 
 
-def _audit(
+def record_audit(
     uow: UnitOfWork,
     clock: Clock,
     *,
     actor: User,
     action: AuditAction,
-    target: User,
+    target_type: str,
+    target_id: str,
     details: dict[str, Any],
     client_address: str | None,
     entry_id: UUID | None = None,
 ) -> AuditEntry:
+    """Write the audit entry of an operator action inside the action's own unit of work."""
     entry = AuditEntry(
         id=entry_id or new_id(),
         actor_id=actor.id,
         action=action,
-        target_type="user",
-        target_id=str(target.id),
+        target_type=target_type,
+        target_id=target_id,
         details=details,
         client_address=client_address[:CLIENT_ADDRESS_MAX] if client_address else None,
         created_at=clock.now(),
@@ -128,12 +130,13 @@ class AdjustBalance:
                 reference_type=AUDIT_REFERENCE,
                 reference_id=str(audit_id),
             )
-            audit = _audit(
+            audit = record_audit(
                 uow,
                 self._clock,
                 actor=actor,
                 action=AuditAction.BALANCE_ADJUSTED,
-                target=target,
+                target_type="user",
+                target_id=str(target.id),
                 details={
                     "amount": format_amount(amount),
                     "reason": reason,
@@ -231,12 +234,13 @@ class _ChangeAccountFlag:
             updated = self._with_flag(target, change.enable)
             if before != change.enable:
                 uow.users.update(updated)
-            _audit(
+            record_audit(
                 uow,
                 self._clock,
                 actor=actor,
                 action=self.granted if change.enable else self.revoked,
-                target=target,
+                target_type="user",
+                target_id=str(target.id),
                 details={"field": self.field, "before": before, "after": change.enable},
                 client_address=change.client_address,
             )

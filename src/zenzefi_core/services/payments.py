@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
-from zenzefi_core.domain import PaymentIntent, PaymentStatus, ProviderEvent, TransactionType
+from zenzefi_core.domain import (
+    AuditAction,
+    PaymentIntent,
+    PaymentStatus,
+    ProviderEvent,
+    TransactionType,
+)
 from zenzefi_core.errors import InvalidAmount, InvalidInput, PaymentMismatch, PaymentNotFound
 from zenzefi_core.ids import new_id
 from zenzefi_core.money import ZERO, format_amount, quantize
@@ -23,6 +29,7 @@ from zenzefi_core.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from zenzefi_core.services.admin import record_audit, require_superuser
 from zenzefi_core.services.events import record_event
 from zenzefi_core.services.wallet import post_entry
 
@@ -157,25 +164,53 @@ class HandlePaymentCallback:
         return result
 
 
+@dataclass(frozen=True, slots=True)
+class ManualSettlement:
+    actor_id: UUID
+    payment_id: UUID
+    status: PaymentStatus
+    client_address: str | None = None
+
+
 class ConfirmPaymentManually:
     """Dev mode: an operator settles a pending payment without a provider.
 
-    Off unless `ZENZEFI_PAYMENTS_DEV_MODE` is set; the API refuses it otherwise. The event id is
-    derived from the payment, so confirming twice is a replay, not a second credit.
+    Refused by the API unless `ZENZEFI_PAYMENTS_DEV_MODE` is set. The event id is derived from
+    the payment, so settling twice is a replay, not a second credit; each settlement that changes
+    anything is in the audit log, written in the same transaction.
     """
 
     def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
 
-    def __call__(self, payment_id: UUID, status: PaymentStatus) -> Settlement:
-        if status is PaymentStatus.PENDING:
+    def __call__(self, request: ManualSettlement) -> Settlement:
+        if request.status is PaymentStatus.PENDING:
             raise InvalidInput("A payment can only be settled to a final status")
         callback = ProviderCallback(
-            event_id=f"manual:{payment_id}", payment_id=payment_id, status=status
+            event_id=f"manual:{request.payment_id}",
+            payment_id=request.payment_id,
+            status=request.status,
         )
         with self._uow_factory() as uow:
+            actor = require_superuser(uow.users.get(request.actor_id))
             result = settle(uow, self._clock, callback)
+            if not result.replay:
+                record_audit(
+                    uow,
+                    self._clock,
+                    actor=actor,
+                    action=AuditAction.PAYMENT_SETTLED,
+                    target_type="payment",
+                    target_id=str(request.payment_id),
+                    details={
+                        "status": request.status.value,
+                        "user_id": str(result.intent.user_id),
+                        "amount_znc": format_amount(result.intent.amount_znc),
+                        "credited": result.credited,
+                    },
+                    client_address=request.client_address,
+                )
             uow.commit()
         return result
 
