@@ -12,12 +12,14 @@ from decimal import Decimal
 from typing import Annotated
 
 import msgspec
+from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, OpenAPIFormat
-from litestar.params import KwargDefinition, QueryParameter
+from litestar.params import HeaderParameter, KwargDefinition, QueryParameter
 
 from zenzefi_core.money import format_amount
 from zenzefi_core.paging import MAX_LIMIT, MAX_OFFSET, MIN_LIMIT
+from zenzefi_core.services.idempotency import KEY_MAX
 
 Money = Annotated[
     str,
@@ -35,6 +37,16 @@ Timestamp = Annotated[
         examples=[Example(value="2026-11-26T10:00:00+00:00")],
     ),
 ]
+#: A moment that may not have happened yet (`null` until it does). `Timestamp | None` cannot be
+#: written: the metadata of an Annotated type must be hashable to join a union.
+OptionalTimestamp = Annotated[
+    str | None,
+    KwargDefinition(
+        format=OpenAPIFormat.DATE_TIME,
+        description="ISO 8601, UTC, with its offset; null until it happens",
+        examples=[Example(value="2026-11-26T10:00:00+00:00")],
+    ),
+]
 
 Limit = Annotated[
     int,
@@ -43,6 +55,31 @@ Limit = Annotated[
     ),
 ]
 Offset = Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET, description="Items to skip")]
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        max_length=KEY_MAX,
+        description="Any unique string (a UUID is fine), 1 to 255 printable ASCII characters. "
+        "A retry with the same key returns the first result and changes nothing; the same key "
+        "with a different request is 409.",
+    ),
+]
+#: Set to `true` on the answer to a repeated Idempotency-Key: the stored first result.
+REPLAYED_HEADER = "Idempotent-Replayed"
+REPLAYED_RESPONSE_HEADERS = [
+    ResponseHeader(
+        name=REPLAYED_HEADER,
+        documentation_only=True,
+        description="`true` when this is the stored result of an earlier request with the "
+        "same Idempotency-Key (nothing was charged again); absent otherwise",
+    )
+]
+
+
+def replay_headers(replayed: bool) -> dict[str, str]:
+    return {REPLAYED_HEADER: "true"} if replayed else {}
 
 
 def money(amount: Decimal) -> str:

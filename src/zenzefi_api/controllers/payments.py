@@ -22,6 +22,7 @@ from zenzefi_api.schemas import (
     Limit,
     Money,
     Offset,
+    OptionalTimestamp,
     Timestamp,
     error_responses,
     money,
@@ -61,7 +62,7 @@ class PaymentOut(msgspec.Struct, kw_only=True):
     amount_rub: Money
     status: PaymentStatus
     created_at: Timestamp
-    completed_at: Timestamp | None
+    completed_at: OptionalTimestamp
 
     @classmethod
     def of(cls, intent: PaymentIntent) -> PaymentOut:
