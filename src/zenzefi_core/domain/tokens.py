@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID
@@ -17,6 +17,17 @@ class TokenScope(StrEnum):
 
     FULL = "full"
     CERTIFICATES_ONLY = "certificates_only"
+
+
+class TokenStatus(StrEnum):
+    """Where a token is in its life, as its owner sees it."""
+
+    #: Bought, never used: the clock has not started, and it can still be refunded.
+    READY = "ready"
+    #: In use: activated and not yet expired.
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +68,20 @@ class AccessToken:
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or now < self.expires_at
+
+    def status_at(self, now: datetime) -> TokenStatus:
+        if self.revoked_at is not None:
+            return TokenStatus.REVOKED
+        if self.expires_at is None:
+            return TokenStatus.READY
+        return TokenStatus.ACTIVE if now < self.expires_at else TokenStatus.EXPIRED
+
+    def seconds_left_at(self, now: datetime) -> int:
+        """Usable time left, in whole seconds: the full duration while the clock has not
+        started, what remains of it once it has, and none for an expired or revoked token."""
+        status = self.status_at(now)
+        if status is TokenStatus.READY:
+            return int(timedelta(hours=self.duration_hours).total_seconds())
+        if status is TokenStatus.ACTIVE and self.expires_at is not None:
+            return int((self.expires_at - now).total_seconds())
+        return 0
