@@ -37,6 +37,13 @@ def _cents(expression: Any) -> Any:
     return func.round(expression, 2)
 
 
+def _sum(total: Any) -> Decimal:
+    """A SUM read back as an amount. SQLite adds floats, so amounts that cancel out can come
+    back as -0.0, which must not reach anyone as "-0.00"."""
+    amount = ZERO if total is None else Decimal(str(total)).quantize(ZERO)
+    return ZERO if amount == ZERO else amount
+
+
 def _user(row: Row[Any]) -> User:
     return User(
         id=row.id,
@@ -250,7 +257,7 @@ class SqlLedgerRepository:
                 transactions.c.user_id == user_id
             )
         ).scalar_one()
-        return ZERO if total is None else Decimal(str(total)).quantize(ZERO)
+        return _sum(total)
 
     def referral_earnings(self, user_id: UUID) -> Decimal:
         kinds = [TransactionType.REFERRAL_BONUS.value, TransactionType.REFERRAL_CLAWBACK.value]
@@ -259,7 +266,7 @@ class SqlLedgerRepository:
                 transactions.c.user_id == user_id, transactions.c.transaction_type.in_(kinds)
             )
         ).scalar_one()
-        return ZERO if total is None else Decimal(str(total)).quantize(ZERO)
+        return _sum(total)
 
     def discrepancies(self) -> list[LedgerDiscrepancy]:
         per_user = (
