@@ -30,12 +30,14 @@ from zenzefi_api.context import (
 )
 from zenzefi_api.controllers.accounts import AuthController, UsersController
 from zenzefi_api.controllers.admin import AdminUsersController, AuditLogController
+from zenzefi_api.controllers.bundles import BundlesController
 from zenzefi_api.controllers.currency import CurrencyController
 from zenzefi_api.controllers.payments import (
     DevPaymentsController,
     PaymentWebhookController,
     TopUpController,
 )
+from zenzefi_api.controllers.tokens import TokensController
 from zenzefi_api.errors import EXCEPTION_HANDLERS
 from zenzefi_api.health import HealthController, UpstreamProbe
 from zenzefi_api.ratelimit import SlidingWindowLimiter
@@ -55,6 +57,8 @@ API_V1_CONTROLLERS: list[ControllerRouterHandler] = [
     TopUpController,
     PaymentWebhookController,
     DevPaymentsController,
+    TokensController,
+    BundlesController,
 ]
 
 DEPENDENCIES = {
@@ -68,6 +72,8 @@ DEPENDENCIES = {
 TAGS = [
     Tag(name="Accounts", description="Registration, login, profile and referrals"),
     Tag(name="Currency", description="The ZNC wallet: balance and ledger"),
+    Tag(name="Tokens", description="Access tokens: buy, list, revoke for a refund"),
+    Tag(name="Bundles", description="Discounted token bundles: catalogue, purchase, operators"),
     Tag(name="Admin", description="Operators only: users, balance adjustments, audit log"),
     Tag(name="Operations", description="Health and the API schema"),
 ]

@@ -29,11 +29,13 @@ from zenzefi_core.errors import (
     InvalidDuration,
     InvalidInput,
     InvalidReferralCode,
+    InvalidScope,
     InvalidSignature,
     NotFound,
     PaymentMismatch,
     PermissionDenied,
     StorageUnavailable,
+    TokenNotRefundable,
 )
 from zenzefi_core.money import Sign, parse_amount
 
@@ -43,6 +45,8 @@ logger = logging.getLogger("zenzefi.api")
 STATUS_BY_ERROR: dict[type[DomainError], int] = {
     InvalidReferralCode: 400,
     InvalidDuration: 400,
+    InvalidScope: 400,
+    TokenNotRefundable: 400,
     DuplicateUser: 400,
     ActionRefused: 400,
     PaymentMismatch: 400,
