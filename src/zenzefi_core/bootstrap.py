@@ -13,9 +13,10 @@ from zenzefi_core.adapters.payments import HmacPaymentProvider
 from zenzefi_core.adapters.sqlalchemy import Database
 from zenzefi_core.clock import SystemClock
 from zenzefi_core.policy import ShopPolicy
-from zenzefi_core.ports import Clock, PasswordHasher, PaymentProvider, UnitOfWork
+from zenzefi_core.ports import Clock, EventPublisher, PasswordHasher, PaymentProvider, UnitOfWork
 from zenzefi_core.security import Argon2PasswordHasher
 from zenzefi_core.services.bundles import SeedDefaultBundles
+from zenzefi_core.services.outbox import PublishCommittedEvents
 from zenzefi_core.settings import Settings
 
 
@@ -25,6 +26,9 @@ class Core:
     database: Database
     clock: Clock = field(default_factory=SystemClock)
     hasher: PasswordHasher = field(default_factory=Argon2PasswordHasher)
+    #: Set by the worker wiring (`zenzefi_worker.WorkerApp`): units of work then hand the events
+    #: they committed to the broker at once. Unset, events wait for the periodic relay.
+    publisher: EventPublisher | None = None
 
     @classmethod
     def from_settings(
@@ -42,7 +46,10 @@ class Core:
         )
 
     def uow(self) -> UnitOfWork:
-        return self.database.unit_of_work()
+        if self.publisher is None:
+            return self.database.unit_of_work()
+        hand_over = PublishCommittedEvents(self.database.unit_of_work, self.clock, self.publisher)
+        return self.database.unit_of_work(after_commit=hand_over)
 
     @cached_property
     def payment_provider(self) -> PaymentProvider:

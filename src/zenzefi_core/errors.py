@@ -150,3 +150,17 @@ class TokenAlreadyActivated(TokenNotRefundable):
 class TokenAlreadyRevoked(TokenNotRefundable):
     def __init__(self) -> None:
         super().__init__("Token has already been revoked")
+
+
+class MailDeliveryFailed(DomainError):
+    """The mail server did not take an email. `permanent` when trying again cannot help (it
+    refused the recipient or the message); otherwise the attempt may be repeated later."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(reason)
+
+
+class BrokerUnavailable(DomainError):
+    """The message broker did not accept a message; whatever was not handed over stays in the
+    outbox for the relay's next run."""

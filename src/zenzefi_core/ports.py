@@ -27,6 +27,11 @@ from zenzefi_core.domain import (
     User,
 )
 from zenzefi_core.domain.bundles import BundlePurchase, TokenBundle
+from zenzefi_core.domain.notifications import (
+    Notification,
+    NotificationKind,
+    NotificationState,
+)
 from zenzefi_core.domain.referrals import ReferralBonus
 from zenzefi_core.domain.tokens import AccessToken
 
@@ -145,8 +150,18 @@ class LedgerRepository(Protocol):
 class OutboxRepository(Protocol):
     def add(self, event: OutboxEvent) -> None: ...
 
+    def add_all(self, events: Sequence[OutboxEvent]) -> None:
+        """Store many events in one statement (a scan's whole batch)."""
+        ...
+
+    def get(self, event_id: UUID) -> OutboxEvent | None: ...
+
     def pending(self, *, limit: int) -> list[OutboxEvent]:
-        """Undispatched events, oldest first."""
+        """Undispatched events, oldest first.
+
+        On PostgreSQL the rows are locked until the transaction ends and rows another transaction
+        holds are skipped, so two relays running at once take different events.
+        """
         ...
 
     def mark_dispatched(self, event_ids: Sequence[UUID], at: datetime) -> None: ...
@@ -277,6 +292,105 @@ class ReferralRepository(Protocol):
         ...
 
 
+class NotificationPreferenceRepository(Protocol):
+    def for_user(self, user_id: UUID) -> dict[NotificationKind, bool]:
+        """The kinds the user has set; a kind missing here is on (the default)."""
+        ...
+
+    def set(self, user_id: UUID, kind: NotificationKind, enabled: bool, at: datetime) -> None:
+        """Insert or replace one preference, in one statement."""
+        ...
+
+
+class NotificationLogRepository(Protocol):
+    """The notification log: every email, its state and its attempts."""
+
+    def add(self, notification: Notification) -> bool:
+        """Store a new email; False, and nothing stored, when its dedup key is already logged."""
+        ...
+
+    def get(self, notification_id: UUID) -> Notification | None: ...
+
+    def get_by_dedup_key(self, key: str) -> Notification | None: ...
+
+    def count_since(self, user_id: UUID, kind: NotificationKind, since: datetime) -> int:
+        """Emails of this kind logged for the user after `since`, in any state."""
+        ...
+
+    def claim(
+        self, notification_id: UUID, now: datetime, lease_until: datetime
+    ) -> Notification | None:
+        """Take a queued email for one attempt at sending it, and count the attempt.
+
+        One conditional statement: it succeeds only while the email is queued, its next attempt
+        is due and no other worker holds a lease on it, so of two workers holding the same
+        message exactly one sends. None when there is nothing to do.
+        """
+        ...
+
+    def mark_sent(self, notification_id: UUID, at: datetime) -> None: ...
+
+    def record_failure(
+        self, notification_id: UUID, *, error: str, at: datetime, retry_at: datetime | None
+    ) -> None:
+        """Release the lease after a failed attempt: queued again until `retry_at`, or failed
+        for good when `retry_at` is None."""
+        ...
+
+    def due(self, *, before: datetime, now: datetime, limit: int) -> list[UUID]:
+        """Queued emails nobody holds whose next attempt was due before `before`, oldest first."""
+        ...
+
+    def list_entries(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        user_id: UUID | None = None,
+        state: NotificationState | None = None,
+    ) -> Page[Notification]:
+        """The log, newest first."""
+        ...
+
+
+class TokenNoticeRepository(Protocol):
+    def claim_expiring(self, now: datetime, until: datetime, *, limit: int) -> list[AccessToken]:
+        """Tokens not revoked that expire after `now` and no later than `until`, and that no
+        earlier scan has claimed: records each one as told and returns them, soonest first.
+
+        The same two statements however many tokens there are: one select, one insert that
+        skips any token a concurrent scan claimed in the meantime (and leaves it out of the
+        result).
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EmailMessage:
+    recipient: str
+    subject: str
+    text: str
+    html: str
+    #: The same on every attempt for one notification, so a receiver can drop a duplicate.
+    message_id: str
+    unsubscribe_url: str | None = None
+
+
+class Mailer(Protocol):
+    def send(self, message: EmailMessage) -> None:
+        """Hand one email over for delivery; raises `MailDeliveryFailed`, with `permanent` set
+        when trying again cannot help (the server refused the recipient)."""
+        ...
+
+
+class EventPublisher(Protocol):
+    def publish(self, event: OutboxEvent) -> None:
+        """Hand one event to the message broker. Returns only once the broker has accepted it,
+        and raises `BrokerUnavailable` otherwise, so an event is marked dispatched only when it
+        really left."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderCallback:
     """A verified provider notification about one payment."""
@@ -344,6 +458,15 @@ class UnitOfWork(Protocol):
     @property
     def referrals(self) -> ReferralRepository: ...
 
+    @property
+    def notification_preferences(self) -> NotificationPreferenceRepository: ...
+
+    @property
+    def notifications(self) -> NotificationLogRepository: ...
+
+    @property
+    def token_notices(self) -> TokenNoticeRepository: ...
+
     def __enter__(self) -> Self: ...
 
     def __exit__(
@@ -361,3 +484,8 @@ class UnitOfWork(Protocol):
 #: Use cases take a factory and open one unit of work per call, so one use-case object can serve
 #: many threads at once.
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+#: What a unit of work calls once its block has ended, with the outbox events it committed:
+#: the process hands them to the broker at once instead of waiting for the relay. It must not
+#: raise; whatever it cannot hand over stays pending for the relay.
+AfterCommit = Callable[[Sequence[OutboxEvent]], None]

@@ -33,6 +33,9 @@ class RedisSettings(BaseSettings):
 
     #: Unset: the in-process broker and cache of the embedded default.
     url: str | None = None
+    #: Prefix of every key the broker, the scheduler lock and the cache write, so that several
+    #: deployments (or test runs) can share one Redis.
+    namespace: str = Field(default="zenzefi", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
 class SmtpSettings(BaseSettings):
@@ -45,6 +48,8 @@ class SmtpSettings(BaseSettings):
     password: SecretStr | None = None
     from_: str = Field(default="Zenzefi <no-reply@localhost>", alias="ZENZEFI_SMTP_FROM")
     starttls: bool = True
+    #: How long to wait for the mail server to connect or answer, in seconds.
+    timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class UpstreamSettings(BaseSettings):
@@ -122,6 +127,41 @@ class RateLimitSettings(BaseSettings):
     window_seconds: float = Field(default=60.0, gt=0)
 
 
+class NotificationSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZENZEFI_NOTIFICATIONS_", extra="ignore")
+
+    #: At most this many emails of one kind to one user within 24 hours (0: none at all).
+    daily_limit: int = Field(default=2, ge=0)
+    #: Attempts to hand an email to the mail server before it is recorded as failed.
+    max_attempts: int = Field(default=6, ge=1)
+    #: The wait after the first failed attempt, in seconds; it doubles after each further one...
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+    #: ... up to this.
+    retry_max_seconds: float = Field(default=3600.0, gt=0)
+    #: A token's owner is told when it has this many hours or fewer left.
+    expiry_notice_hours: float = Field(default=24.0, gt=0)
+
+
+class SchedulerSettings(BaseSettings):
+    """How often the periodic jobs run, and the lock that keeps one scheduler active."""
+
+    model_config = SettingsConfigDict(env_prefix="ZENZEFI_SCHEDULER_", extra="ignore")
+
+    outbox_relay_seconds: float = Field(default=30.0, gt=0)
+    token_expiry_scan_seconds: float = Field(default=300.0, gt=0)
+    session_cleanup_seconds: float = Field(default=600.0, gt=0)
+    #: How long the active scheduler's lock lives without renewal: a scheduler that dies is
+    #: replaced after at most this long.
+    lock_ttl_seconds: float = Field(default=30.0, gt=0)
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZENZEFI_WORKER_", extra="ignore")
+
+    #: Threads per worker process (and of the in-process worker of `zenzefi serve`).
+    threads: int = Field(default=4, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZENZEFI_", extra="ignore")
 
@@ -147,6 +187,9 @@ class Settings(BaseSettings):
     payments: PaymentSettings = Field(default_factory=PaymentSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     referral: ReferralSettings = Field(default_factory=ReferralSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @property
     def database_url(self) -> str:

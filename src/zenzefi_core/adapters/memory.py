@@ -30,11 +30,12 @@ from zenzefi_core.domain import (
     User,
 )
 from zenzefi_core.domain.bundles import BundlePurchase, TokenBundle
+from zenzefi_core.domain.notifications import Notification, NotificationKind, NotificationState
 from zenzefi_core.domain.referrals import ReferralBonus
 from zenzefi_core.domain.tokens import AccessToken
 from zenzefi_core.errors import Conflict, DuplicateUser, IdempotencyConflict
 from zenzefi_core.money import ZERO
-from zenzefi_core.ports import LedgerDiscrepancy, Page
+from zenzefi_core.ports import AfterCommit, LedgerDiscrepancy, Page
 
 
 @dataclasses.dataclass
@@ -50,6 +51,11 @@ class _Tables:
     bundles: dict[UUID, TokenBundle] = dataclasses.field(default_factory=dict)
     bundle_purchases: dict[UUID, BundlePurchase] = dataclasses.field(default_factory=dict)
     referral_bonuses: dict[UUID, ReferralBonus] = dataclasses.field(default_factory=dict)
+    notification_preferences: dict[tuple[UUID, NotificationKind], bool] = dataclasses.field(
+        default_factory=dict
+    )
+    notifications: dict[UUID, Notification] = dataclasses.field(default_factory=dict)
+    token_notices: dict[tuple[UUID, str], datetime] = dataclasses.field(default_factory=dict)
 
     def copy(self) -> _Tables:
         # Entities are frozen, so copying the containers is enough to isolate a transaction.
@@ -65,6 +71,9 @@ class _Tables:
             bundles=dict(self.bundles),
             bundle_purchases=dict(self.bundle_purchases),
             referral_bonuses=dict(self.referral_bonuses),
+            notification_preferences=dict(self.notification_preferences),
+            notifications=dict(self.notifications),
+            token_notices=dict(self.token_notices),
         )
 
 
@@ -75,8 +84,8 @@ class MemoryStore:
         self.lock = threading.RLock()
         self.tables = _Tables()
 
-    def unit_of_work(self) -> InMemoryUnitOfWork:
-        return InMemoryUnitOfWork(self)
+    def unit_of_work(self, after_commit: AfterCommit | None = None) -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(self, after_commit)
 
 
 class _UserRepository:
@@ -241,9 +250,19 @@ class _LedgerRepository:
 class _OutboxRepository:
     def __init__(self, tables: _Tables) -> None:
         self._t = tables
+        #: Events added in the current transaction, for the unit of work's after-commit hook.
+        self.added: list[OutboxEvent] = []
 
     def add(self, event: OutboxEvent) -> None:
         self._t.outbox[event.id] = event
+        self.added.append(event)
+
+    def add_all(self, events: Sequence[OutboxEvent]) -> None:
+        for event in events:
+            self.add(event)
+
+    def get(self, event_id: UUID) -> OutboxEvent | None:
+        return self._t.outbox.get(event_id)
 
     def pending(self, *, limit: int) -> list[OutboxEvent]:
         waiting = [e for e in self._t.outbox.values() if e.dispatched_at is None]
@@ -460,6 +479,145 @@ class _ReferralRepository:
         """Nothing to do: the store lock already serialises units of work."""
 
 
+#: `token_notices` kind of the "expires soon" notice, as in the SQL adapter.
+_EXPIRING = "expiring"
+
+
+class _NotificationPreferenceRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def for_user(self, user_id: UUID) -> dict[NotificationKind, bool]:
+        return {
+            kind: enabled
+            for (owner, kind), enabled in self._t.notification_preferences.items()
+            if owner == user_id
+        }
+
+    def set(self, user_id: UUID, kind: NotificationKind, enabled: bool, at: datetime) -> None:
+        self._t.notification_preferences[(user_id, kind)] = enabled
+
+
+class _NotificationLogRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def add(self, notification: Notification) -> bool:
+        if self.get_by_dedup_key(notification.dedup_key) is not None:
+            return False
+        self._t.notifications[notification.id] = notification
+        return True
+
+    def get(self, notification_id: UUID) -> Notification | None:
+        return self._t.notifications.get(notification_id)
+
+    def get_by_dedup_key(self, key: str) -> Notification | None:
+        for notification in self._t.notifications.values():
+            if notification.dedup_key == key:
+                return notification
+        return None
+
+    def count_since(self, user_id: UUID, kind: NotificationKind, since: datetime) -> int:
+        return sum(
+            1
+            for n in self._t.notifications.values()
+            if n.user_id == user_id and n.kind == kind and n.created_at > since
+        )
+
+    def claim(
+        self, notification_id: UUID, now: datetime, lease_until: datetime
+    ) -> Notification | None:
+        current = self._t.notifications.get(notification_id)
+        if (
+            current is None
+            or current.state is not NotificationState.QUEUED
+            or current.next_attempt_at > now
+            or (current.locked_until is not None and current.locked_until > now)
+        ):
+            return None
+        claimed = dataclasses.replace(
+            current, attempts=current.attempts + 1, locked_until=lease_until, updated_at=now
+        )
+        self._t.notifications[notification_id] = claimed
+        return claimed
+
+    def mark_sent(self, notification_id: UUID, at: datetime) -> None:
+        current = self._t.notifications.get(notification_id)
+        if current is not None:
+            self._t.notifications[notification_id] = dataclasses.replace(
+                current,
+                state=NotificationState.SENT,
+                sent_at=at,
+                updated_at=at,
+                locked_until=None,
+                last_error=None,
+            )
+
+    def record_failure(
+        self, notification_id: UUID, *, error: str, at: datetime, retry_at: datetime | None
+    ) -> None:
+        current = self._t.notifications.get(notification_id)
+        if current is None:
+            return
+        self._t.notifications[notification_id] = dataclasses.replace(
+            current,
+            state=NotificationState.FAILED if retry_at is None else NotificationState.QUEUED,
+            last_error=error,
+            updated_at=at,
+            locked_until=None,
+            next_attempt_at=current.next_attempt_at if retry_at is None else retry_at,
+        )
+
+    def due(self, *, before: datetime, now: datetime, limit: int) -> list[UUID]:
+        waiting = [
+            n
+            for n in self._t.notifications.values()
+            if n.state is NotificationState.QUEUED
+            and n.next_attempt_at <= before
+            and (n.locked_until is None or n.locked_until <= now)
+        ]
+        waiting.sort(key=lambda n: (n.next_attempt_at, n.id))
+        return [n.id for n in waiting[:limit]]
+
+    def list_entries(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        user_id: UUID | None = None,
+        state: NotificationState | None = None,
+    ) -> Page[Notification]:
+        matching = [
+            n
+            for n in self._t.notifications.values()
+            if (user_id is None or n.user_id == user_id) and (state is None or n.state == state)
+        ]
+        matching.sort(key=lambda n: (n.created_at, n.id), reverse=True)
+        return Page(
+            items=matching[offset : offset + limit], total=len(matching), limit=limit, offset=offset
+        )
+
+
+class _TokenNoticeRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def claim_expiring(self, now: datetime, until: datetime, *, limit: int) -> list[AccessToken]:
+        candidates = [
+            t
+            for t in self._t.tokens.values()
+            if t.revoked_at is None
+            and t.expires_at is not None
+            and now < t.expires_at <= until
+            and (t.id, _EXPIRING) not in self._t.token_notices
+        ]
+        candidates.sort(key=lambda t: (t.expires_at, t.id))
+        claimed = candidates[:limit]
+        for token in claimed:
+            self._t.token_notices[(token.id, _EXPIRING)] = now
+        return claimed
+
+
 class InMemoryUnitOfWork:
     users: _UserRepository
     ledger: _LedgerRepository
@@ -470,11 +628,16 @@ class InMemoryUnitOfWork:
     tokens: _TokenRepository
     bundles: _BundleRepository
     referrals: _ReferralRepository
+    notification_preferences: _NotificationPreferenceRepository
+    notifications: _NotificationLogRepository
+    token_notices: _TokenNoticeRepository
 
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(self, store: MemoryStore, after_commit: AfterCommit | None = None) -> None:
         self._store = store
         self._working: _Tables | None = None
         self.committed = False
+        self._after_commit = after_commit
+        self._committed_events: list[OutboxEvent] = []
 
     def __enter__(self) -> Self:
         self._store.lock.acquire()
@@ -490,11 +653,16 @@ class InMemoryUnitOfWork:
     ) -> None:
         self._working = None
         self._store.lock.release()
+        # Outside the store lock, like the SQL adapter's hook runs outside its transaction.
+        events, self._committed_events = self._committed_events, []
+        if events and self._after_commit is not None:
+            self._after_commit(events)
 
     def commit(self) -> None:
         if self._working is None:
             raise RuntimeError("commit() outside the unit of work's `with` block")
         self._store.tables = self._working
+        self._committed_events.extend(self.outbox.added)
         # Later work in the same block starts from what was just committed.
         self._working = self._working.copy()
         self._rebind(self._working)
@@ -516,3 +684,6 @@ class InMemoryUnitOfWork:
         self.tokens = _TokenRepository(tables)
         self.bundles = _BundleRepository(tables)
         self.referrals = _ReferralRepository(tables)
+        self.notification_preferences = _NotificationPreferenceRepository(tables)
+        self.notifications = _NotificationLogRepository(tables)
+        self.token_notices = _TokenNoticeRepository(tables)

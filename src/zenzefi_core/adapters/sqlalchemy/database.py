@@ -8,6 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from zenzefi_core.adapters.sqlalchemy.engine import make_engine
 from zenzefi_core.adapters.sqlalchemy.migrate import upgrade
 from zenzefi_core.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
+from zenzefi_core.ports import AfterCommit
 
 
 class Database:
@@ -19,8 +20,8 @@ class Database:
         """The URL without its password, for logs and messages."""
         return self.engine.url.render_as_string(hide_password=True)
 
-    def unit_of_work(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self.engine)
+    def unit_of_work(self, after_commit: AfterCommit | None = None) -> SqlAlchemyUnitOfWork:
+        return SqlAlchemyUnitOfWork(self.engine, after_commit)
 
     def migrate(self) -> None:
         upgrade(self.engine)

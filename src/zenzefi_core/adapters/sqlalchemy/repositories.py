@@ -313,19 +313,35 @@ def _event(row: Row[Any]) -> OutboxEvent:
 class SqlOutboxRepository:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
+        #: Events added in the current transaction, for the unit of work's after-commit hook.
+        self.added: list[OutboxEvent] = []
 
     def add(self, event: OutboxEvent) -> None:
+        self.add_all([event])
+
+    def add_all(self, events: Sequence[OutboxEvent]) -> None:
+        if not events:
+            return
         self._c.execute(
-            insert(outbox_events).values(
-                id=event.id,
-                event_type=event.event_type,
-                payload=event.payload,
-                user_id=event.user_id,
-                created_at=event.created_at,
-                dispatched_at=event.dispatched_at,
-                attempts=event.attempts,
-            )
+            insert(outbox_events),
+            [
+                {
+                    "id": event.id,
+                    "event_type": event.event_type,
+                    "payload": event.payload,
+                    "user_id": event.user_id,
+                    "created_at": event.created_at,
+                    "dispatched_at": event.dispatched_at,
+                    "attempts": event.attempts,
+                }
+                for event in events
+            ],
         )
+        self.added.extend(events)
+
+    def get(self, event_id: UUID) -> OutboxEvent | None:
+        row = self._c.execute(select(outbox_events).where(outbox_events.c.id == event_id)).first()
+        return None if row is None else _event(row)
 
     def pending(self, *, limit: int) -> list[OutboxEvent]:
         rows = self._c.execute(
@@ -333,6 +349,8 @@ class SqlOutboxRepository:
             .where(outbox_events.c.dispatched_at.is_(None))
             .order_by(outbox_events.c.created_at, outbox_events.c.id)
             .limit(limit)
+            # SQLite has no row locks and ignores this; its transactions never overlap anyway.
+            .with_for_update(skip_locked=True)
         )
         return [_event(row) for row in rows]
 

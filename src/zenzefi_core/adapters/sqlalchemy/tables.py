@@ -247,3 +247,55 @@ referral_bonuses = Table(
     Index(None, "referrer_id", "created_at"),
     Index(None, "referee_id"),
 )
+
+KNOWN_NOTIFICATION_KIND = "kind IN ('token_expiring', 'balance_low', 'referral_bonus')"
+
+notification_preferences = Table(
+    "notification_preferences",
+    metadata,
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint(KNOWN_NOTIFICATION_KIND, name="known_kind"),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    # One email per trigger: a repeated event or scan finds its key taken and adds nothing.
+    Column("dedup_key", String(200), nullable=False, unique=True),
+    Column("recipient", String(254), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("body_text", Text, nullable=False),
+    Column("body_html", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    # The lease of the worker sending it now; null when nobody is.
+    Column("locked_until", UtcDateTime, nullable=True),
+    Column("sent_at", UtcDateTime, nullable=True),
+    CheckConstraint(KNOWN_NOTIFICATION_KIND, name="known_kind"),
+    CheckConstraint("state IN ('queued', 'sent', 'failed')", name="known_state"),
+    CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+    # The daily limit counts one user's emails of one kind over a window of time.
+    Index(None, "user_id", "kind", "created_at"),
+    # The relay's sweep looks for queued emails whose next attempt is due.
+    Index(None, "state", "next_attempt_at"),
+)
+
+token_notices = Table(
+    "token_notices",
+    metadata,
+    # What the scheduled scans have told about a token, so no scan tells it twice.
+    Column("token_id", Uuid, ForeignKey("access_tokens.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("kind IN ('expiring')", name="known_kind"),
+)

@@ -9,6 +9,11 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from zenzefi_core.adapters.sqlalchemy.bundle_repository import SqlBundleRepository
+from zenzefi_core.adapters.sqlalchemy.notification_repository import (
+    SqlNotificationLogRepository,
+    SqlNotificationPreferenceRepository,
+    SqlTokenNoticeRepository,
+)
 from zenzefi_core.adapters.sqlalchemy.payment_repository import SqlPaymentRepository
 from zenzefi_core.adapters.sqlalchemy.referral_repository import SqlReferralRepository
 from zenzefi_core.adapters.sqlalchemy.repositories import (
@@ -19,7 +24,9 @@ from zenzefi_core.adapters.sqlalchemy.repositories import (
     SqlUserRepository,
 )
 from zenzefi_core.adapters.sqlalchemy.token_repository import SqlTokenRepository
+from zenzefi_core.domain import OutboxEvent
 from zenzefi_core.errors import StorageUnavailable
+from zenzefi_core.ports import AfterCommit
 
 
 def _unavailable(error: BaseException | None) -> bool:
@@ -36,6 +43,7 @@ class SqlAlchemyUnitOfWork:
     The connection begins its transaction on the first statement (SQLAlchemy's autobegin) and
     again after each commit, so a use case may commit more than once if it needs to. A transient
     database failure leaves as the core's `StorageUnavailable`, so callers never see SQLAlchemy.
+    When the block ends, `after_commit` (if given) gets the outbox events it committed.
     """
 
     users: SqlUserRepository
@@ -47,10 +55,15 @@ class SqlAlchemyUnitOfWork:
     tokens: SqlTokenRepository
     bundles: SqlBundleRepository
     referrals: SqlReferralRepository
+    notification_preferences: SqlNotificationPreferenceRepository
+    notifications: SqlNotificationLogRepository
+    token_notices: SqlTokenNoticeRepository
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, after_commit: AfterCommit | None = None) -> None:
         self._engine = engine
         self._connection: Connection | None = None
+        self._after_commit = after_commit
+        self._committed_events: list[OutboxEvent] = []
 
     def __enter__(self) -> Self:
         try:
@@ -66,6 +79,9 @@ class SqlAlchemyUnitOfWork:
         self.tokens = SqlTokenRepository(self._connection)
         self.bundles = SqlBundleRepository(self._connection)
         self.referrals = SqlReferralRepository(self._connection)
+        self.notification_preferences = SqlNotificationPreferenceRepository(self._connection)
+        self.notifications = SqlNotificationLogRepository(self._connection)
+        self.token_notices = SqlTokenNoticeRepository(self._connection)
         return self
 
     def __exit__(
@@ -84,6 +100,7 @@ class SqlAlchemyUnitOfWork:
                 raise
         finally:
             connection.close()
+            self._hand_over()
         if _unavailable(exc):
             raise StorageUnavailable() from exc
 
@@ -94,6 +111,16 @@ class SqlAlchemyUnitOfWork:
 
     def commit(self) -> None:
         self._active().commit()
+        self._committed_events.extend(self.outbox.added)
+        self.outbox.added.clear()
 
     def rollback(self) -> None:
         self._active().rollback()
+        self.outbox.added.clear()
+
+    def _hand_over(self) -> None:
+        # After the connection is back in the pool, so the hook's own transaction never waits
+        # on this one.
+        events, self._committed_events = self._committed_events, []
+        if events and self._after_commit is not None:
+            self._after_commit(events)
