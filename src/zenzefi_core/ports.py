@@ -32,6 +32,7 @@ from zenzefi_core.domain.notifications import (
     NotificationKind,
     NotificationState,
 )
+from zenzefi_core.domain.proxy import ProxySession, UsageDelta
 from zenzefi_core.domain.referrals import ReferralBonus
 from zenzefi_core.domain.tokens import AccessToken
 
@@ -424,6 +425,63 @@ class PaymentProvider(Protocol):
         ...
 
 
+class ProxySessionRepository(Protocol):
+    def get(self, session_id: UUID) -> ProxySession | None: ...
+
+    def open_for_token(self, token_id: UUID) -> ProxySession | None:
+        """The token's open session (`ended_at` null), if it has one."""
+        ...
+
+    def start(self, session: ProxySession) -> bool:
+        """Open a session unless the token already has an open one; False then, and nothing
+        stored. One conditional insert against a unique index on the open sessions, so of two
+        devices racing for an idle token exactly one gets it."""
+        ...
+
+    def end(self, session_id: UUID, at: datetime, *, idle_before: datetime | None = None) -> bool:
+        """Close an open session (only if its last activity is before `idle_before`, when
+        given); one conditional statement. False when nothing changed."""
+        ...
+
+    def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
+        """Add each delta to its session's counters and move `last_activity` forward (never
+        back); one batch of statements for the whole flush."""
+        ...
+
+    def close_idle(self, idle_before: datetime, at: datetime) -> int:
+        """End every open session whose last activity is before `idle_before`; how many."""
+        ...
+
+    def list_for_token(self, token_id: UUID) -> list[ProxySession]:
+        """The token's sessions, oldest first."""
+        ...
+
+
+class TokenExpiryRepository(Protocol):
+    def claim_expired(self, now: datetime, *, limit: int) -> list[AccessToken]:
+        """Tokens that expired by `now` (not revoked) and no earlier scan reported: records
+        each as reported and returns them, oldest expiry first. A token a concurrent scan
+        claimed in the meantime is left out, so each is reported once."""
+        ...
+
+
+class AccessCache(Protocol):
+    """A small shared key-value cache with expiry (in-process, or Redis across processes).
+
+    Keys and values are short strings. Every method may be called from any thread.
+    """
+
+    def get(self, key: str) -> str | None: ...
+
+    def add(self, key: str, value: str, ttl_seconds: float) -> bool:
+        """Store unless the key is present (atomically); False when it was."""
+        ...
+
+    def set(self, key: str, value: str, ttl_seconds: float) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One use case, one transaction.
 
@@ -466,6 +524,12 @@ class UnitOfWork(Protocol):
 
     @property
     def token_notices(self) -> TokenNoticeRepository: ...
+
+    @property
+    def proxy_sessions(self) -> ProxySessionRepository: ...
+
+    @property
+    def token_expiries(self) -> TokenExpiryRepository: ...
 
     def __enter__(self) -> Self: ...
 

@@ -31,6 +31,7 @@ from zenzefi_core.domain import (
 )
 from zenzefi_core.domain.bundles import BundlePurchase, TokenBundle
 from zenzefi_core.domain.notifications import Notification, NotificationKind, NotificationState
+from zenzefi_core.domain.proxy import ProxySession, UsageDelta
 from zenzefi_core.domain.referrals import ReferralBonus
 from zenzefi_core.domain.tokens import AccessToken
 from zenzefi_core.errors import Conflict, DuplicateUser, IdempotencyConflict
@@ -56,6 +57,8 @@ class _Tables:
     )
     notifications: dict[UUID, Notification] = dataclasses.field(default_factory=dict)
     token_notices: dict[tuple[UUID, str], datetime] = dataclasses.field(default_factory=dict)
+    proxy_sessions: dict[UUID, ProxySession] = dataclasses.field(default_factory=dict)
+    token_expiries: dict[UUID, datetime] = dataclasses.field(default_factory=dict)
 
     def copy(self) -> _Tables:
         # Entities are frozen, so copying the containers is enough to isolate a transaction.
@@ -74,6 +77,8 @@ class _Tables:
             notification_preferences=dict(self.notification_preferences),
             notifications=dict(self.notifications),
             token_notices=dict(self.token_notices),
+            proxy_sessions=dict(self.proxy_sessions),
+            token_expiries=dict(self.token_expiries),
         )
 
 
@@ -618,6 +623,82 @@ class _TokenNoticeRepository:
         return claimed
 
 
+class _ProxySessionRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def get(self, session_id: UUID) -> ProxySession | None:
+        return self._t.proxy_sessions.get(session_id)
+
+    def open_for_token(self, token_id: UUID) -> ProxySession | None:
+        for session in self._t.proxy_sessions.values():
+            if session.token_id == token_id and session.ended_at is None:
+                return session
+        return None
+
+    def start(self, session: ProxySession) -> bool:
+        if self.open_for_token(session.token_id) is not None:
+            return False
+        self._t.proxy_sessions[session.id] = session
+        return True
+
+    def end(self, session_id: UUID, at: datetime, *, idle_before: datetime | None = None) -> bool:
+        session = self._t.proxy_sessions.get(session_id)
+        if session is None or session.ended_at is not None:
+            return False
+        if idle_before is not None and session.last_activity >= idle_before:
+            return False
+        self._t.proxy_sessions[session_id] = dataclasses.replace(session, ended_at=at)
+        return True
+
+    def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
+        for delta in deltas:
+            session = self._t.proxy_sessions.get(delta.session_id)
+            if session is None:
+                continue
+            self._t.proxy_sessions[session.id] = dataclasses.replace(
+                session,
+                request_count=session.request_count + delta.requests,
+                bytes_in=session.bytes_in + delta.bytes_in,
+                bytes_out=session.bytes_out + delta.bytes_out,
+                last_activity=max(session.last_activity, delta.last_activity),
+            )
+
+    def close_idle(self, idle_before: datetime, at: datetime) -> int:
+        idle = [
+            s
+            for s in self._t.proxy_sessions.values()
+            if s.ended_at is None and s.last_activity < idle_before
+        ]
+        for session in idle:
+            self._t.proxy_sessions[session.id] = dataclasses.replace(session, ended_at=at)
+        return len(idle)
+
+    def list_for_token(self, token_id: UUID) -> list[ProxySession]:
+        sessions = [s for s in self._t.proxy_sessions.values() if s.token_id == token_id]
+        return sorted(sessions, key=lambda s: (s.started_at, s.id))
+
+
+class _TokenExpiryRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def claim_expired(self, now: datetime, *, limit: int) -> list[AccessToken]:
+        candidates = [
+            t
+            for t in self._t.tokens.values()
+            if t.revoked_at is None
+            and t.expires_at is not None
+            and t.expires_at <= now
+            and t.id not in self._t.token_expiries
+        ]
+        candidates.sort(key=lambda t: (t.expires_at, t.id))
+        claimed = candidates[:limit]
+        for token in claimed:
+            self._t.token_expiries[token.id] = now
+        return claimed
+
+
 class InMemoryUnitOfWork:
     users: _UserRepository
     ledger: _LedgerRepository
@@ -631,6 +712,8 @@ class InMemoryUnitOfWork:
     notification_preferences: _NotificationPreferenceRepository
     notifications: _NotificationLogRepository
     token_notices: _TokenNoticeRepository
+    proxy_sessions: _ProxySessionRepository
+    token_expiries: _TokenExpiryRepository
 
     def __init__(self, store: MemoryStore, after_commit: AfterCommit | None = None) -> None:
         self._store = store
@@ -687,3 +770,5 @@ class InMemoryUnitOfWork:
         self.notification_preferences = _NotificationPreferenceRepository(tables)
         self.notifications = _NotificationLogRepository(tables)
         self.token_notices = _TokenNoticeRepository(tables)
+        self.proxy_sessions = _ProxySessionRepository(tables)
+        self.token_expiries = _TokenExpiryRepository(tables)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    text,
 )
 
 from zenzefi_core.adapters.sqlalchemy.types import Money, Percent, UtcDateTime
@@ -298,4 +300,46 @@ token_notices = Table(
     Column("kind", String(16), primary_key=True),
     Column("created_at", UtcDateTime, nullable=False),
     CheckConstraint("kind IN ('expiring')", name="known_kind"),
+)
+
+proxy_sessions = Table(
+    "proxy_sessions",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("token_id", Uuid, ForeignKey("access_tokens.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("device_id", String(255), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    # Moved by the usage flushes, so it lags the last request by up to one flush interval.
+    Column("last_activity", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime, nullable=True),
+    Column("request_count", BigInteger, nullable=False),
+    Column("bytes_in", BigInteger, nullable=False),
+    Column("bytes_out", BigInteger, nullable=False),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", String(512), nullable=True),
+    CheckConstraint(
+        "request_count >= 0 AND bytes_in >= 0 AND bytes_out >= 0", name="counters_non_negative"
+    ),
+    # One device per token: at most one open session each, enforced here, not by a read first.
+    Index(
+        "ix_proxy_sessions_token_id_open",
+        "token_id",
+        unique=True,
+        sqlite_where=text("ended_at IS NULL"),
+        postgresql_where=text("ended_at IS NULL"),
+    ),
+    Index(None, "token_id", "started_at"),
+    # Usage analytics read one user's sessions over a window of time.
+    Index(None, "user_id", "started_at"),
+    # The idle cleanup looks for open sessions by last activity.
+    Index(None, "ended_at", "last_activity"),
+)
+
+token_expiry_reports = Table(
+    "token_expiry_reports",
+    metadata,
+    # A token whose `token.expired` event was written, so no scan writes it twice.
+    Column("token_id", Uuid, ForeignKey("access_tokens.id", ondelete="CASCADE"), primary_key=True),
+    Column("reported_at", UtcDateTime, nullable=False),
 )

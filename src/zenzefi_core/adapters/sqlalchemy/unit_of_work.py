@@ -23,6 +23,10 @@ from zenzefi_core.adapters.sqlalchemy.repositories import (
     SqlOutboxRepository,
     SqlUserRepository,
 )
+from zenzefi_core.adapters.sqlalchemy.session_repository import (
+    SqlProxySessionRepository,
+    SqlTokenExpiryRepository,
+)
 from zenzefi_core.adapters.sqlalchemy.token_repository import SqlTokenRepository
 from zenzefi_core.domain import OutboxEvent
 from zenzefi_core.errors import StorageUnavailable
@@ -58,6 +62,8 @@ class SqlAlchemyUnitOfWork:
     notification_preferences: SqlNotificationPreferenceRepository
     notifications: SqlNotificationLogRepository
     token_notices: SqlTokenNoticeRepository
+    proxy_sessions: SqlProxySessionRepository
+    token_expiries: SqlTokenExpiryRepository
 
     def __init__(self, engine: Engine, after_commit: AfterCommit | None = None) -> None:
         self._engine = engine
@@ -82,6 +88,8 @@ class SqlAlchemyUnitOfWork:
         self.notification_preferences = SqlNotificationPreferenceRepository(self._connection)
         self.notifications = SqlNotificationLogRepository(self._connection)
         self.token_notices = SqlTokenNoticeRepository(self._connection)
+        self.proxy_sessions = SqlProxySessionRepository(self._connection)
+        self.token_expiries = SqlTokenExpiryRepository(self._connection)
         return self
 
     def __exit__(
