@@ -9,11 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from zenzefi_core.adapters.cache import InProcessCache
 from zenzefi_core.adapters.payments import HmacPaymentProvider
 from zenzefi_core.adapters.sqlalchemy import Database
 from zenzefi_core.clock import SystemClock
 from zenzefi_core.policy import ShopPolicy
-from zenzefi_core.ports import Clock, EventPublisher, PasswordHasher, PaymentProvider, UnitOfWork
+from zenzefi_core.ports import (
+    AccessCache,
+    Clock,
+    EventPublisher,
+    PasswordHasher,
+    PaymentProvider,
+    UnitOfWork,
+)
 from zenzefi_core.security import Argon2PasswordHasher
 from zenzefi_core.services.bundles import SeedDefaultBundles
 from zenzefi_core.services.outbox import PublishCommittedEvents
@@ -26,6 +34,8 @@ class Core:
     database: Database
     clock: Clock = field(default_factory=SystemClock)
     hasher: PasswordHasher = field(default_factory=Argon2PasswordHasher)
+    #: The proxy's token cache; the API puts Redis here when `REDIS_URL` is set.
+    access_cache: AccessCache = field(default_factory=InProcessCache)
     #: Set by the worker wiring (`zenzefi_worker.WorkerApp`): units of work then hand the events
     #: they committed to the broker at once. Unset, events wait for the periodic relay.
     publisher: EventPublisher | None = None
@@ -37,12 +47,14 @@ class Core:
         *,
         clock: Clock | None = None,
         hasher: PasswordHasher | None = None,
+        access_cache: AccessCache | None = None,
     ) -> Core:
         return cls(
             settings=settings,
             database=Database(settings.database_url),
             clock=clock or SystemClock(),
             hasher=hasher or Argon2PasswordHasher(),
+            access_cache=access_cache or InProcessCache(),
         )
 
     def uow(self) -> UnitOfWork:

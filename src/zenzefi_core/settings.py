@@ -57,6 +57,30 @@ class UpstreamSettings(BaseSettings):
 
     #: The Zenzefi diagnostic server the proxy forwards to.
     url: str | None = None
+    #: Verify the upstream's TLS certificate. Turn off only for a self-signed test server;
+    #: better, point `ca_file` at its certificate.
+    verify_tls: bool = True
+    #: A PEM file of CA certificates to verify the upstream with, instead of the system's.
+    ca_file: Path | None = None
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    #: Longest wait for the upstream's next bytes (not for the whole response); then 504.
+    read_timeout_seconds: float = Field(default=60.0, gt=0)
+    #: Connections the proxy keeps to the upstream; more requests at once wait for one.
+    max_connections: int = Field(default=100, gt=0)
+
+
+class ProxySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZENZEFI_PROXY_", extra="ignore")
+
+    #: A session unused this long releases its token to another device (409 until then).
+    session_idle_seconds: float = Field(default=300.0, gt=0)
+    #: Proxied requests per token per minute; beyond it 429.
+    rate_limit_per_minute: int = Field(default=1000, gt=0)
+    #: How long an activated token is served from the cache.
+    cache_seconds: float = Field(default=300.0, gt=0)
+    #: How long a device's hold on a token is trusted before the database is asked again;
+    #: must stay below `session_idle_seconds`.
+    device_recheck_seconds: float = Field(default=30.0, gt=0)
 
 
 class PaymentSettings(BaseSettings):
@@ -182,6 +206,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     payments: PaymentSettings = Field(default_factory=PaymentSettings)

@@ -24,8 +24,9 @@ from zenzefi_core.errors import (
 from zenzefi_core.ids import new_id
 from zenzefi_core.money import DEFAULT_MAXIMUM, Sign, format_amount, parse_amount
 from zenzefi_core.paging import DEFAULT_LIMIT, check_page
-from zenzefi_core.ports import Clock, Page, UnitOfWork, UnitOfWorkFactory
+from zenzefi_core.ports import AccessCache, Clock, Page, UnitOfWork, UnitOfWorkFactory
 from zenzefi_core.services.accounts import one_line_text
+from zenzefi_core.services.proxy import DEFAULT_CACHE_SECONDS, forget_user_tokens
 from zenzefi_core.services.wallet import post_entry
 
 REASON_MAX = 500
@@ -250,12 +251,33 @@ class _ChangeAccountFlag:
 
 class SetUserActive(_ChangeAccountFlag):
     """Activate or deactivate an account; a deactivated one can neither log in nor use a
-    session it already has."""
+    session it already has, nor any of its access tokens: with `access_cache` given, the proxy's
+    cache entries of the user's tokens are tombstoned once the change has committed (see
+    `services.proxy` for why that order is safe)."""
 
     field = "is_active"
     granted = AuditAction.USER_ACTIVATED
     revoked = AuditAction.USER_DEACTIVATED
     refusal = "You cannot deactivate your own account"
+
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        access_cache: AccessCache | None = None,
+        cache_seconds: float = DEFAULT_CACHE_SECONDS,
+    ) -> None:
+        super().__init__(uow_factory, clock)
+        self._access_cache = access_cache
+        self._cache_seconds = cache_seconds
+
+    def __call__(self, change: AccountChange) -> User:
+        user = super().__call__(change)
+        if not change.enable and self._access_cache is not None:
+            forget_user_tokens(
+                self._uow_factory, self._clock, self._access_cache, user.id, self._cache_seconds
+            )
+        return user
 
     def _flag(self, user: User) -> bool:
         return user.is_active
