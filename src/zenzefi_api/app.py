@@ -20,6 +20,7 @@ from litestar.types import ControllerRouterHandler
 import zenzefi_core
 from zenzefi_api.access_log import AccessLog
 from zenzefi_api.auth import TokenIssuer, provide_current_user, provide_tokens
+from zenzefi_api.cache import access_cache_for
 from zenzefi_api.context import (
     STATE_KEY,
     ApiContext,
@@ -40,7 +41,9 @@ from zenzefi_api.controllers.payments import (
 from zenzefi_api.controllers.tokens import TokensController
 from zenzefi_api.errors import EXCEPTION_HANDLERS
 from zenzefi_api.health import HealthController, UpstreamProbe
+from zenzefi_api.proxy import ProxyController, ProxyRuntime
 from zenzefi_api.ratelimit import SlidingWindowLimiter
+from zenzefi_core.adapters.cache import InProcessCache
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.settings import Settings
 
@@ -59,6 +62,7 @@ API_V1_CONTROLLERS: list[ControllerRouterHandler] = [
     DevPaymentsController,
     TokensController,
     BundlesController,
+    ProxyController,
 ]
 
 DEPENDENCIES = {
@@ -75,6 +79,7 @@ TAGS = [
     Tag(name="Tokens", description="Access tokens: buy, list, revoke for a refund"),
     Tag(name="Bundles", description="Discounted token bundles: catalogue, purchase, operators"),
     Tag(name="Admin", description="Operators only: users, balance adjustments, audit log"),
+    Tag(name="Proxy", description="The access proxy to the diagnostic server (X-Access-Token)"),
     Tag(name="Operations", description="Health and the API schema"),
 ]
 
@@ -103,9 +108,13 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     upstream_url = context.settings.upstream.url
     if upstream_url:
         context.upstream = UpstreamProbe(upstream_url, context.settings.health_timeout_seconds)
+    context.proxy = ProxyRuntime.build(context.settings, context.core)
+    await context.proxy.start()
     try:
         yield
     finally:
+        await context.proxy.stop()
+        context.proxy = None
         if context.upstream is not None:
             await context.upstream.aclose()
             context.upstream = None
@@ -118,6 +127,10 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
     passed in (tests, embedding) stays the caller's to close."""
     owns_core = core is None
     core = core or Core.from_settings(settings)
+    if settings.redis.url and isinstance(core.access_cache, InProcessCache):
+        # With Redis every API process shares the proxy's token cache, so a ban made through
+        # one process reaches the others at once.
+        core.access_cache = access_cache_for(settings)
     lifetime = timedelta(minutes=settings.auth.token_minutes)
     context = ApiContext(
         settings=settings,
@@ -146,7 +159,10 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
             render_plugins=[SwaggerRenderPlugin(path="/")],
             components=Components(
                 security_schemes={
-                    "BearerAuth": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                    "BearerAuth": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
+                    "AccessToken": SecurityScheme(
+                        type="apiKey", name="X-Access-Token", security_scheme_in="header"
+                    ),
                 }
             ),
             tags=TAGS,

@@ -23,6 +23,7 @@ from zenzefi_core.settings import Settings
 if TYPE_CHECKING:
     from zenzefi_api.auth import TokenIssuer
     from zenzefi_api.health import UpstreamProbe
+    from zenzefi_api.proxy import ProxyRuntime
     from zenzefi_api.ratelimit import RateLimiter
 
 STATE_KEY = "zenzefi"
@@ -45,6 +46,8 @@ class ApiContext:
     #: Set while the app runs (its HTTP client lives inside the event loop); None when no
     #: upstream server is configured.
     upstream: UpstreamProbe | None = None
+    #: The proxy's client, usage meter and flush task; set while the app runs.
+    proxy: ProxyRuntime | None = None
 
 
 def api_context(app: Litestar) -> ApiContext:

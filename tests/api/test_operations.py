@@ -112,6 +112,8 @@ def test_an_unexpected_error_is_a_bare_500(client: ApiClient, core, accounts, mo
 UNAUTHENTICATED = ("/api/v1/auth/", "/api/v1/payments/webhook")
 #: Public reads: the bundle catalogue (whose withdrawn bundles need an operator's bearer).
 PUBLIC = {("GET", "/api/v1/bundles"), ("GET", "/api/v1/bundles/{bundle_id}")}
+#: The proxy takes an access token (X-Access-Token), never a login bearer.
+ACCESS_TOKEN_ROUTES = "/api/v1/proxy/"
 
 
 def test_openapi_schema_describes_every_route(client: ApiClient) -> None:
@@ -156,6 +158,9 @@ def test_openapi_schema_describes_every_route(client: ApiClient) -> None:
         ("PATCH", "/api/v1/bundles/{bundle_id}"),
         ("DELETE", "/api/v1/bundles/{bundle_id}"),
         ("POST", "/api/v1/bundles/{bundle_id}/purchase"),
+        ("GET", "/api/v1/proxy/status"),
+        ("GET", "/api/v1/proxy/{path}"),
+        ("POST", "/api/v1/proxy/{path}"),
     }
     assert expected <= set(operations)
     ids = [operation["operationId"] for operation in operations.values()]
@@ -165,7 +170,10 @@ def test_openapi_schema_describes_every_route(client: ApiClient) -> None:
         codes = set(operation["responses"])
         assert any(code.startswith("2") for code in codes), (method, path)
         public = path.startswith(UNAUTHENTICATED) or (method, path) in PUBLIC
-        if path.startswith("/api/v1/") and not public:
+        if path.startswith(ACCESS_TOKEN_ROUTES):
+            assert operation["security"] == [{"AccessToken": []}], (method, path)
+            assert "401" in codes, (method, path)
+        elif path.startswith("/api/v1/") and not public:
             assert operation["security"] == [{"BearerAuth": []}], (method, path)
             assert {"401", "403"} <= codes, (method, path)
     assert "422" in operations[("POST", "/api/v1/auth/register")]["responses"]

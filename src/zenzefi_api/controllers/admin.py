@@ -231,7 +231,10 @@ class AdminUsersController(Controller):
         self, core: Core, actor: User, user_id: UUID, address: str | None, enable: bool
     ) -> AdminUserOut:
         change = AccountChange(actor.id, user_id, enable, address)
-        return AdminUserOut.of(SetUserActive(core.uow, core.clock)(change))
+        use_case = SetUserActive(
+            core.uow, core.clock, core.access_cache, core.settings.proxy.cache_seconds
+        )
+        return AdminUserOut.of(use_case(change))
 
     def _set_superuser(
         self, core: Core, actor: User, user_id: UUID, address: str | None, enable: bool

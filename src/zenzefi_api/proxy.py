@@ -1,0 +1,510 @@
+"""The access proxy: `/api/v1/proxy/status` and `/api/v1/proxy/{path}`, as the desktop client
+expects them (API.md, "Proxy", fixed).
+
+A request is checked in this order: device id present (403) and 8-255 characters (400), token
+(401), path normalised and inside the token's scope (400 malformed, 403 outside), rate limit per
+token (429), one device per token (409). The decisions are the core's (`services.proxy`); this
+module forwards bytes. The hot path is a cache hit and touches no database; the first request
+of a token, a new device and an expired device hold go through `ProxyAccess.authorize` in a
+worker thread.
+
+Bodies stream both ways through one pooled `httpx.AsyncClient`, so memory does not grow with the
+size of an upload or a download. Uploads through the proxy are not subject to the API's
+`MAX_REQUEST_BYTES`: they are streamed, never held, and the upstream server is the judge of what
+it accepts. Upstream redirects go back to the client (pointing at the proxy when they point at
+the upstream itself), and no error names the upstream's address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import ssl
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio.to_thread
+import httpx
+import msgspec
+from litestar import Controller, HttpMethod, Request, Response, get, route
+from litestar.exceptions import (
+    ClientException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    TooManyRequestsException,
+)
+from litestar.response.base import ASGIResponse
+from litestar.types import Receive, Scope, Send
+
+from zenzefi_api.context import api_context, client_address
+from zenzefi_api.schemas import ErrorBody, OptionalTimestamp, error_responses, timestamp
+from zenzefi_core.bootstrap import Core
+from zenzefi_core.proxy_scope import InvalidPath, encode_path, in_scope, normalise_path
+from zenzefi_core.security import hash_access_token
+from zenzefi_core.services.proxy import (
+    DEVICE_ID_MAX,
+    DEVICE_ID_MIN,
+    ProxyAccess,
+    ProxyGrant,
+    ProxyPolicy,
+    ProxyRequest,
+    ProxyStatus,
+    RecordUsage,
+    UsageMeter,
+)
+from zenzefi_core.settings import Settings
+
+logger = logging.getLogger("zenzefi.proxy")
+
+PROXY_PREFIX = "/api/v1/proxy"
+TOKEN_HEADER = "x-access-token"  # noqa: S105 - a header name, not a secret
+DEVICE_HEADER = "x-device-id"
+#: Connection-level headers (RFC 9110 7.6.1), never forwarded in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+#: Client headers dropped on the way up: ours to set (identity, forwarding) or the proxy's own.
+DROPPED_REQUEST_HEADERS = frozenset(
+    {"host", TOKEN_HEADER, "x-user-id", "x-token-id", "forwarded", "content-length"}
+)
+#: The proxy's authentication in the schema: an access token, never a login bearer.
+ACCESS_TOKEN: list[dict[str, list[str]]] = [{"AccessToken": []}]
+UPSTREAM_DOWN = "Upstream server unavailable"
+UPSTREAM_TIMEOUT = "Upstream server timed out"
+FORWARDED_METHODS = [
+    HttpMethod.GET,
+    HttpMethod.POST,
+    HttpMethod.PUT,
+    HttpMethod.PATCH,
+    HttpMethod.DELETE,
+    HttpMethod.OPTIONS,
+]
+
+
+class ProxyStatusOut(msgspec.Struct, kw_only=True):
+    connected: bool
+    user_id: str
+    token_id: str
+    is_activated: bool
+    expires_at: OptionalTimestamp
+    duration_hours: int
+    time_remaining_seconds: int
+    status: str
+
+
+@dataclass
+class ProxyRuntime:
+    """The proxy's parts for one running app: use cases, the usage meter, the upstream client
+    and the flush task. Made by `start` in the app's lifespan, closed by `stop`."""
+
+    settings: Settings
+    core: Core
+    access: ProxyAccess
+    status: ProxyStatus
+    meter: UsageMeter = field(default_factory=UsageMeter)
+    client: httpx.AsyncClient | None = None
+    upstream: httpx.URL | None = None
+    _flusher: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, core: Core) -> ProxyRuntime:
+        policy = ProxyPolicy(
+            idle_seconds=settings.proxy.session_idle_seconds,
+            cache_seconds=settings.proxy.cache_seconds,
+            device_recheck_seconds=settings.proxy.device_recheck_seconds,
+        )
+        return cls(
+            settings=settings,
+            core=core,
+            access=ProxyAccess(core.uow, core.clock, core.access_cache, policy),
+            status=ProxyStatus(core.uow, core.clock, core.access_cache),
+        )
+
+    async def start(self) -> None:
+        upstream = self.settings.upstream
+        if upstream.url:
+            self.upstream = httpx.URL(upstream.url.rstrip("/"))
+            self.client = httpx.AsyncClient(
+                verify=_verify(upstream.verify_tls, upstream.ca_file),
+                follow_redirects=False,
+                trust_env=False,
+                timeout=httpx.Timeout(
+                    connect=upstream.connect_timeout_seconds,
+                    read=upstream.read_timeout_seconds,
+                    write=upstream.read_timeout_seconds,
+                    # A pool that runs dry queues requests; one waiting this long gets a 504.
+                    pool=upstream.read_timeout_seconds,
+                ),
+                limits=httpx.Limits(
+                    max_connections=upstream.max_connections,
+                    max_keepalive_connections=upstream.max_connections,
+                ),
+            )
+        self._flusher = asyncio.create_task(self._flush_periodically())
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        await self.flush()
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    async def flush(self) -> None:
+        """Write the usage counted since the last flush, in one transaction; on failure keep it
+        for the next one."""
+        deltas = self.meter.drain()
+        if not deltas:
+            return
+        try:
+            await anyio.to_thread.run_sync(RecordUsage(self.core.uow), deltas)
+        except Exception:
+            logger.exception("could not record proxy usage; keeping it for the next flush")
+            self.meter.restore(deltas)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.usage_flush_seconds)
+            await self.flush()
+
+
+def _verify(verify_tls: bool, ca_file: Any) -> ssl.SSLContext | bool:
+    if not verify_tls:
+        return False
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=str(ca_file))
+    return True
+
+
+def proxy_runtime(request: Request[Any, Any, Any]) -> ProxyRuntime:
+    runtime = api_context(request.app).proxy
+    assert runtime is not None, "the proxy runtime starts with the app's lifespan"
+    return runtime
+
+
+def _token_hash(request: Request[Any, Any, Any]) -> str:
+    token = request.headers.get(TOKEN_HEADER, "").strip()
+    if not token:
+        raise NotAuthorizedException(detail="Missing X-Access-Token header")
+    return hash_access_token(token)
+
+
+def _device_id(request: Request[Any, Any, Any]) -> str:
+    device = request.headers.get(DEVICE_HEADER)
+    if device is None or not device.strip():
+        raise PermissionDeniedException(detail="Missing X-Device-ID header")
+    device = device.strip()
+    if not DEVICE_ID_MIN <= len(device) <= DEVICE_ID_MAX or not device.isprintable():
+        raise ClientException(
+            detail=f"X-Device-ID must be {DEVICE_ID_MIN} to {DEVICE_ID_MAX} printable characters"
+        )
+    return device
+
+
+def _raw_target(request: Request[Any, Any, Any]) -> str:
+    """The path after the proxy prefix exactly as the client sent it, still percent-encoded."""
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else request.scope["path"]
+    root = request.scope.get("root_path", "") + PROXY_PREFIX
+    if path.startswith(root):
+        path = path[len(root) :]
+    return path
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response[ErrorBody]:
+    return Response(
+        ErrorBody(status_code=status, detail=detail), status_code=status, headers=headers
+    )
+
+
+def _request_headers(
+    request: Request[Any, Any, Any], grant: ProxyGrant, address: str | None
+) -> list[tuple[str, str]]:
+    connection_named = {
+        name.strip().lower()
+        for value in request.headers.getall("connection", [])
+        for name in value.split(",")
+    }
+    headers = [
+        (name, value)
+        for name, value in request.headers.multi_items()
+        if name not in HOP_BY_HOP
+        and name not in connection_named
+        and name not in DROPPED_REQUEST_HEADERS
+        and not name.startswith("x-forwarded-")
+    ]
+    length = request.headers.get("content-length")
+    if length is not None:
+        headers.append(("content-length", length))
+    headers.extend(
+        [
+            ("x-user-id", str(grant.user_id)),
+            ("x-token-id", str(grant.token_id)),
+            ("x-forwarded-for", address or "unknown"),
+            ("x-forwarded-proto", request.url.scheme),
+            ("x-forwarded-host", request.headers.get("host", "")),
+        ]
+    )
+    return headers
+
+
+def _response_headers(
+    upstream: httpx.Response, upstream_base: httpx.URL
+) -> list[tuple[bytes, bytes]]:
+    connection_named = {
+        name.strip().lower().encode("latin-1")
+        for value in upstream.headers.get_list("connection")
+        for name in value.split(",")
+    }
+    headers = []
+    for name, value in upstream.headers.raw:
+        lowered = name.lower()
+        if lowered.decode("latin-1") in HOP_BY_HOP or lowered in connection_named:
+            continue
+        if lowered == b"location":
+            value = _client_location(value.decode("latin-1"), upstream_base).encode("latin-1")
+        headers.append((lowered, value))
+    return headers
+
+
+def _client_location(location: str, upstream_base: httpx.URL) -> str:
+    """A redirect into the upstream itself is shown as the same place behind the proxy, so the
+    client follows it through the proxy and never learns the upstream's address."""
+    target = urlsplit(location)
+    if not target.netloc:
+        if location.startswith("/"):
+            return PROXY_PREFIX + location
+        return location
+    same_origin = (
+        target.scheme == upstream_base.scheme
+        and (target.hostname or "") == upstream_base.host
+        and (target.port or _default_port(target.scheme))
+        == (upstream_base.port or _default_port(upstream_base.scheme))
+    )
+    if same_origin:
+        base_path = upstream_base.path.rstrip("/")
+        path = target.path
+        if base_path and path.startswith(base_path):
+            path = path[len(base_path) :]
+        query = f"?{target.query}" if target.query else ""
+        return PROXY_PREFIX + (path or "/") + query
+    return location
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+class UpstreamStream(ASGIResponse):
+    """The upstream's response, passed on as it comes: status, every header in order (each
+    `Set-Cookie` too), and the body chunk by chunk. Counts the bytes and closes the upstream
+    response when done, even when the client goes away first."""
+
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        headers: Iterable[tuple[bytes, bytes]],
+        on_done: Callable[[int], None],
+    ) -> None:
+        super().__init__(status_code=upstream.status_code)
+        self._upstream = upstream
+        self._raw_headers = list(headers)
+        self._on_done = on_done
+
+    def encode_headers(self) -> list[tuple[bytes, bytes]]:
+        return self._raw_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sent = 0
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self._upstream.status_code,
+                    "headers": self._raw_headers,
+                }
+            )
+            async for chunk in self._upstream.aiter_raw():
+                if chunk:
+                    sent += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except httpx.HTTPError:
+            # Headers are out: all that is left is to cut the connection short.
+            logger.warning("upstream failed while streaming a response")
+        finally:
+            await self._upstream.aclose()
+            self._on_done(sent)
+
+
+class UpstreamResponse(Response[bytes]):
+    """Hands Litestar the `UpstreamStream` as it is."""
+
+    def __init__(self, stream: UpstreamStream) -> None:
+        super().__init__(b"")
+        self._stream = stream
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
+        return self._stream
+
+
+class ProxyController(Controller):
+    path = "/proxy"
+    tags = ("Proxy",)
+    security = ACCESS_TOKEN
+
+    @get(
+        "/status",
+        operation_id="proxyStatus",
+        summary="The access token's state, as the desktop client polls it; never activates",
+        responses=error_responses(401, 503),
+    )
+    async def status(self, request: Request[Any, Any, Any]) -> ProxyStatusOut:
+        runtime = proxy_runtime(request)
+        token_hash = _token_hash(request)
+        state = await anyio.to_thread.run_sync(runtime.status, token_hash)
+        return ProxyStatusOut(
+            connected=True,
+            user_id=str(state.user_id),
+            token_id=str(state.token_id),
+            is_activated=state.activated_at is not None,
+            expires_at=None if state.expires_at is None else timestamp(state.expires_at),
+            duration_hours=state.duration_hours,
+            time_remaining_seconds=state.seconds_left,
+            status=state.status.value,
+        )
+
+    @route(
+        "/{path:path}",
+        http_method=FORWARDED_METHODS,
+        operation_id=lambda _handler, method, _path: f"proxyForward{method.title()}",
+        summary="Forward a request to the diagnostic server (X-Access-Token and X-Device-ID)",
+        description="Streams both ways. 400 bad device id or path, 401 bad token, 403 missing "
+        "device id or path outside the token's scope, 409 token in use on another device, "
+        "429 rate limit, 502 upstream unreachable, 504 upstream timeout.",
+        request_max_body_size=None,
+        responses=error_responses(400, 401, 403, 409, 429, 503),
+    )
+    async def forward(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        runtime = proxy_runtime(request)
+        device_id = _device_id(request)
+        token_hash = _token_hash(request)
+        raw = _raw_target(request)
+        try:
+            segments = normalise_path(raw)
+        except InvalidPath:
+            raise ClientException(detail="Invalid path") from None
+        grant = runtime.access.check_cached(token_hash, device_id)
+        address = client_address(request)
+        if grant is None:
+            grant = await anyio.to_thread.run_sync(
+                runtime.access.authorize,
+                ProxyRequest(
+                    token_hash=token_hash,
+                    device_id=device_id,
+                    ip=address,
+                    user_agent=request.headers.get("user-agent"),
+                    path=segments,
+                ),
+            )
+        if not in_scope(grant.scope, segments):
+            raise PermissionDeniedException(detail="Path is outside the access token's scope")
+        self._rate_limit(request, grant)
+        if runtime.client is None or runtime.upstream is None:
+            return _error(502, UPSTREAM_DOWN)
+        return await self._send(request, runtime, grant, segments, raw, address)
+
+    @staticmethod
+    def _rate_limit(request: Request[Any, Any, Any], grant: ProxyGrant) -> None:
+        context = api_context(request.app)
+        wait = context.limiter.hit(
+            f"proxy:{grant.token_id}",
+            limit=context.settings.proxy.rate_limit_per_minute,
+            window=60.0,
+        )
+        if wait is not None:
+            retry_after = max(1, math.ceil(wait))
+            raise TooManyRequestsException(
+                detail=f"Too many requests for this access token. Retry in {retry_after} seconds.",
+                headers={"Retry-After": str(retry_after)},
+            )
+
+    async def _send(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: ProxyRuntime,
+        grant: ProxyGrant,
+        segments: tuple[str, ...],
+        raw: str,
+        address: str | None,
+    ) -> Response[Any]:
+        assert runtime.client is not None
+        assert runtime.upstream is not None
+        received = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal received
+            async for chunk in request.stream():
+                if chunk:
+                    received += len(chunk)
+                    yield chunk
+
+        has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+        path = runtime.upstream.raw_path.decode("ascii").rstrip("/") + encode_path(
+            segments, trailing_slash=raw.endswith(("/", "\\"))
+        )
+        query = request.scope.get("query_string", b"")
+        if query:
+            path += "?" + query.decode("latin-1")
+        target = runtime.upstream.copy_with(raw_path=path.encode("latin-1"))
+        upstream_request = runtime.client.build_request(
+            request.method,
+            target,
+            headers=_request_headers(request, grant, address),
+            content=body() if has_body else None,
+        )
+        try:
+            upstream = await runtime.client.send(upstream_request, stream=True)
+        except httpx.TimeoutException:
+            self._count(runtime, grant, received, 0)
+            return _error(504, UPSTREAM_TIMEOUT)
+        except httpx.HTTPError:
+            self._count(runtime, grant, received, 0)
+            return _error(502, UPSTREAM_DOWN)
+
+        def done(sent: int) -> None:
+            self._count(runtime, grant, received, sent)
+
+        stream = UpstreamStream(
+            upstream,
+            _response_headers(upstream, runtime.upstream),
+            done,
+        )
+        return UpstreamResponse(stream)
+
+    @staticmethod
+    def _count(runtime: ProxyRuntime, grant: ProxyGrant, received: int, sent: int) -> None:
+        runtime.meter.count(
+            grant.session_id,
+            requests=1,
+            bytes_in=received,
+            bytes_out=sent,
+            at=runtime.core.clock.now(),
+        )
