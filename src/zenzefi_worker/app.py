@@ -38,6 +38,7 @@ from zenzefi_core.services.notifications import (
     SendNotification,
 )
 from zenzefi_core.services.outbox import DEFAULT_RELAY_BATCH, RelayOutbox
+from zenzefi_core.services.proxy import CloseIdleSessions, ReportExpiredTokens
 from zenzefi_core.services.token_expiry import ScanExpiringTokens
 
 logger = logging.getLogger("zenzefi.worker")
@@ -191,14 +192,17 @@ class WorkerApp:
         return f"token-expiry-scan: {total} token(s) expire within {self.policy.expiry_notice}"
 
     def clean_up_sessions(self) -> str:
-        """Release proxy sessions idle for five minutes and close those of expired tokens.
-
-        A no-op for now, on purpose: proxy sessions (device binding) arrive with the proxy, and
-        this job is where they will be cleaned up. It is already scheduled and runnable so that
-        process definitions (`zenzefi scheduler`, `zenzefi jobs run session-cleanup`) do not
-        change when they arrive.
-        """
-        return "session-cleanup: no proxy sessions exist yet, nothing to clean up"
+        """Close proxy sessions idle for the configured timeout (their tokens are then free for
+        another device), and write one `token.expired` event for each token that has run out.
+        Both are idempotent: a second run finds nothing left to do."""
+        settings = self.core.settings
+        closed = CloseIdleSessions(
+            self.core.uow, self.core.clock, settings.proxy.session_idle_seconds
+        )()
+        expired = ReportExpiredTokens(self.core.uow, self.core.clock)()
+        if not closed and not expired:
+            return "session-cleanup: nothing to clean up"
+        return f"session-cleanup: {closed} idle session(s) closed, {expired} token(s) expired"
 
     def run_job(self, name: str) -> str:
         job = self.jobs.get(name)
