@@ -33,6 +33,7 @@ from zenzefi_api.controllers.accounts import AuthController, UsersController
 from zenzefi_api.controllers.admin import AdminUsersController, AuditLogController
 from zenzefi_api.controllers.bundles import BundlesController
 from zenzefi_api.controllers.currency import CurrencyController
+from zenzefi_api.controllers.notifications import NotificationsController
 from zenzefi_api.controllers.payments import (
     DevPaymentsController,
     PaymentWebhookController,
@@ -63,6 +64,7 @@ API_V1_CONTROLLERS: list[ControllerRouterHandler] = [
     TokensController,
     BundlesController,
     ProxyController,
+    NotificationsController,
 ]
 
 DEPENDENCIES = {
@@ -79,6 +81,7 @@ TAGS = [
     Tag(name="Tokens", description="Access tokens: buy, list, revoke for a refund"),
     Tag(name="Bundles", description="Discounted token bundles: catalogue, purchase, operators"),
     Tag(name="Admin", description="Operators only: users, balance adjustments, audit log"),
+    Tag(name="Notifications", description="Email preferences and the signed unsubscribe link"),
     Tag(name="Proxy", description="The access proxy to the diagnostic server (X-Access-Token)"),
     Tag(name="Operations", description="Health and the API schema"),
 ]

@@ -24,8 +24,8 @@ SUBJECTS: dict[NotificationKind, str] = {
     NotificationKind.REFERRAL_BONUS: "You earned a referral bonus!",
 }
 
-#: What the footer says the user turned on, per kind.
-_REASONS: dict[NotificationKind, str] = {
+#: What each kind is called in words (the footer says it is turned on).
+KIND_NAMES: dict[NotificationKind, str] = {
     NotificationKind.TOKEN_EXPIRING: "token expiry reminders",
     NotificationKind.BALANCE_LOW: "low balance alerts",
     NotificationKind.REFERRAL_BONUS: "referral bonus notices",
@@ -58,7 +58,7 @@ def render_email(
     frame = {
         "username": username,
         "unsubscribe_url": unsubscribe_url,
-        "reason": _REASONS[kind],
+        "reason": KIND_NAMES[kind],
         "subject": subject,
     }
     text_body = _template(f"{kind.value}.txt").substitute(values)

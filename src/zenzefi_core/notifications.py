@@ -102,6 +102,10 @@ class UnsubscribeLinks:
         ).digest()
         self._public_url = public_url.rstrip("/")
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UnsubscribeLinks:
+        return cls(settings.resolved_secret_key(), settings.public_url)
+
     def _signature(self, user_id: UUID, kind: NotificationKind) -> bytes:
         message = f"{user_id}:{kind.value}".encode("ascii")
         return hmac.new(self._key, message, hashlib.sha256).digest()

@@ -109,7 +109,12 @@ def test_an_unexpected_error_is_a_bare_500(client: ApiClient, core, accounts, mo
 
 
 #: Routes that take no bearer token: logging in, and the provider's signed callback.
-UNAUTHENTICATED = ("/api/v1/auth/", "/api/v1/payments/webhook")
+UNAUTHENTICATED = (
+    "/api/v1/auth/",
+    "/api/v1/payments/webhook",
+    # A signed link from an email: its token is the credential.
+    "/api/v1/notifications/unsubscribe",
+)
 #: Public reads: the bundle catalogue (whose withdrawn bundles need an operator's bearer).
 PUBLIC = {("GET", "/api/v1/bundles"), ("GET", "/api/v1/bundles/{bundle_id}")}
 #: The proxy takes an access token (X-Access-Token), never a login bearer.
