@@ -18,6 +18,8 @@ from zenzefi_core.settings import Settings
 
 #: How long a stopping server lets running requests finish before it closes their connections.
 GRACEFUL_SHUTDOWN_SECONDS = 10
+#: The jobs `zenzefi jobs run` knows (`zenzefi_worker.app.WorkerApp.jobs`).
+JOB_NAMES = ("outbox-relay", "token-expiry-scan", "session-cleanup")
 
 
 def _serve(core: Core, args: argparse.Namespace) -> int:
@@ -27,17 +29,59 @@ def _serve(core: Core, args: argparse.Namespace) -> int:
 
     from zenzefi_api.access_log import configure_logging
     from zenzefi_api.app import create_app
+    from zenzefi_worker.runtime import alongside_api
 
     configure_logging()
-    uvicorn.run(
-        create_app(core.settings, core),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
+    # Before the worker starts: on the embedded default the scheduler's first jobs run at once.
+    core.migrate()
+    # Events go to the broker right after each commit; without Redis the worker and the
+    # scheduler run in this process too.
+    with alongside_api(core):
+        uvicorn.run(
+            create_app(core.settings, core),
+            host=args.host,
+            port=args.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
+    return 0
+
+
+def _worker(core: Core, args: argparse.Namespace) -> int:
+    """Dramatiq's worker processes, each wired from the environment."""
+    from zenzefi_worker.runtime import NeedsRedis, run_workers
+
+    threads = args.threads or core.settings.worker.threads
+    options = ["--processes", str(args.processes), "--threads", str(threads)]
+    if args.queues:
+        options += ["--queues", *args.queues]
+    try:
+        return run_workers(core, options)
+    except NeedsRedis as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _scheduler(core: Core, _args: argparse.Namespace) -> int:
+    """The periodic jobs, active only while this scheduler holds the cluster's lock."""
+    from zenzefi_api.access_log import configure_logging
+    from zenzefi_worker.runtime import NeedsRedis, run_scheduler
+
+    configure_logging()
+    try:
+        return run_scheduler(core)
+    except NeedsRedis as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _jobs_run(core: Core, args: argparse.Namespace) -> int:
+    from zenzefi_worker.runtime import run_job_once
+
+    core.migrate()
+    print(run_job_once(core, args.name))
     return 0
 
 
@@ -74,6 +118,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser(
+        "worker", help="run Dramatiq worker processes (needs ZENZEFI_REDIS_URL)"
+    )
+    worker.add_argument("--processes", type=int, default=2, help="worker processes (2)")
+    worker.add_argument(
+        "--threads", type=int, default=None, help="threads per process (ZENZEFI_WORKER_THREADS)"
+    )
+    worker.add_argument(
+        "--queues", nargs="+", metavar="QUEUE", help="only these queues: events, emails, jobs"
+    )
+    worker.set_defaults(run=_worker)
+
+    commands.add_parser(
+        "scheduler",
+        help="run the periodic jobs, one active scheduler across the cluster (needs Redis)",
+    ).set_defaults(run=_scheduler)
+
+    jobs = commands.add_parser("jobs", help="run a scheduled job now")
+    job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    run_job = job_commands.add_parser("run", help="run one job once and print what it did")
+    run_job.add_argument("name", choices=JOB_NAMES, metavar="NAME", help=", ".join(JOB_NAMES))
+    run_job.set_defaults(run=_jobs_run)
 
     commands.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
 

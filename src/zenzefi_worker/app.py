@@ -99,7 +99,7 @@ class WorkerApp:
         self.broker = broker
         self.mailer = mailer or mailer_from_settings(settings)
         self.policy = NotificationPolicy.from_settings(settings)
-        links = UnsubscribeLinks(settings.resolved_secret_key(), settings.public_url)
+        links = UnsubscribeLinks.from_settings(settings)
         self._queue_email = QueueEventEmail(
             core.uow, core.clock, links, settings.public_url, self.policy
         )
@@ -209,3 +209,10 @@ class WorkerApp:
         if job is None:
             raise KeyError(name)
         return job.run()
+
+    def close(self) -> None:
+        """Let go of the broker's connections (the core stays its owner's to close)."""
+        self.broker.close()
+        client = getattr(self.broker, "client", None)
+        if isinstance(client, redis.Redis):
+            client.close()
