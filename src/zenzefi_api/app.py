@@ -19,7 +19,12 @@ from litestar.types import ControllerRouterHandler
 
 import zenzefi_core
 from zenzefi_api.access_log import AccessLog
-from zenzefi_api.auth import TokenIssuer, provide_current_user, provide_tokens
+from zenzefi_api.auth import (
+    TokenIssuer,
+    provide_current_user,
+    provide_current_user_id,
+    provide_tokens,
+)
 from zenzefi_api.cache import access_cache_for
 from zenzefi_api.context import (
     STATE_KEY,
@@ -73,6 +78,7 @@ DEPENDENCIES = {
     "tokens": Provide(provide_tokens, sync_to_thread=False),
     "client_address": Provide(provide_client_address, sync_to_thread=False),
     "current_user": Provide(provide_current_user),
+    "current_user_id": Provide(provide_current_user_id, sync_to_thread=False),
 }
 
 TAGS = [

@@ -4,13 +4,15 @@ upstream probe, built once per app by `create_app` and kept in the app's state, 
 Handlers take the parts they need as named dependencies: `core: CoreDep` (the composition root:
 `core.uow`, `core.clock`, `core.hasher`, `core.settings`), `settings: SettingsDep`,
 `client_address: ClientAddress`, `current_user: CurrentUser` (the active user behind the bearer
-token; see `auth`) and `tokens: Tokens`.
+token; see `auth`), `current_user_id: CurrentUserId` (only the token's user id, on routes whose
+use case checks the account itself) and `tokens: Tokens`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID
 
 from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
@@ -32,6 +34,8 @@ STATE_KEY = "zenzefi"
 CoreDep = NamedDependency[Core]
 SettingsDep = NamedDependency[Settings]
 CurrentUser = NamedDependency[User]
+#: The id in a verified bearer token, the account not read (routes guarded by `token_required`).
+CurrentUserId = NamedDependency[UUID]
 ClientAddress = NamedDependency[str | None]
 
 

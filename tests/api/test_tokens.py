@@ -9,8 +9,10 @@ from decimal import Decimal
 from uuid import UUID, uuid4
 
 import pytest
+from litestar import Litestar
 
 from tests.api.conftest import Account, Accounts, ApiClient
+from zenzefi_api.context import api_context
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.pricing import DEFAULT_PRICES
 from zenzefi_core.security import hash_access_token
@@ -342,6 +344,17 @@ def test_token_routes_need_a_login(client: ApiClient, method: str, path: str) ->
         assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
+def test_a_login_naming_no_account_is_401(client: ApiClient, app: Litestar) -> None:
+    """The purchase routes leave the account check to the use case; the answer is the same."""
+    stray = {"Authorization": f"Bearer {api_context(app).tokens.issue(uuid4())}"}
+    bought = client.post(PURCHASE, json={"duration_hours": 1}, headers=stray)
+    assert bought.status_code == 401
+    assert bought.json()["detail"] == "Could not validate credentials"
+    starter = client.get("/api/v1/bundles").json()["items"][0]
+    bundle = client.post(f"/api/v1/bundles/{starter['id']}/purchase", headers=stray)
+    assert bundle.status_code == 401
+
+
 def test_a_disabled_account_cannot_buy(
     client: ApiClient, alice: Account, accounts: Accounts
 ) -> None:
@@ -353,3 +366,8 @@ def test_a_disabled_account_cannot_buy(
     )
     response = client.delete(f"/api/v1/tokens/{token['id']}", headers=alice.headers)
     assert response.status_code == 403
+    starter = client.get("/api/v1/bundles").json()["items"][0]
+    bundle = client.post(f"/api/v1/bundles/{starter['id']}/purchase", headers=alice.headers)
+    assert bundle.status_code == 403
+    assert bundle.json()["detail"] == "This account is disabled"
+    assert client.get(MY_TOKENS, headers=alice.headers).status_code == 403

@@ -16,8 +16,14 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.exceptions import ValidationException
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from zenzefi_api.auth import BEARER, authenticated_user, login_required, superuser_required
-from zenzefi_api.context import CoreDep, CurrentUser
+from zenzefi_api.auth import (
+    BEARER,
+    account_checked_by_use_case,
+    authenticated_user,
+    superuser_required,
+    token_required,
+)
+from zenzefi_api.context import CoreDep, CurrentUser, CurrentUserId
 from zenzefi_api.controllers.tokens import IssuedTokenOut, Scope
 from zenzefi_api.schemas import (
     REPLAYED_HEADER,
@@ -214,7 +220,7 @@ class BundlesController(Controller):
         "With an `Idempotency-Key`, a retry returns the first purchase again and charges "
         "nothing: same status and shape, each `token` null and the header "
         f"`{REPLAYED_HEADER}: true`. The same key for another bundle is 409.",
-        guards=[login_required],
+        guards=[token_required],
         security=BEARER,
         status_code=200,
         response_headers=REPLAYED_RESPONSE_HEADERS,
@@ -224,15 +230,15 @@ class BundlesController(Controller):
     def purchase(
         self,
         core: CoreDep,
-        current_user: CurrentUser,
+        current_user_id: CurrentUserId,
         bundle_id: FromPath[UUID],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[BundlePurchaseOut]:
-        bought = PurchaseBundle(core.uow, core.clock, core.policy)(
-            BundleOrder(
-                user_id=current_user.id, bundle_id=bundle_id, idempotency_key=idempotency_key
-            )
+        order = BundleOrder(
+            user_id=current_user_id, bundle_id=bundle_id, idempotency_key=idempotency_key
         )
+        with account_checked_by_use_case():
+            bought = PurchaseBundle(core.uow, core.clock, core.policy)(order)
         now = core.clock.now()
         body = BundlePurchaseOut(
             bundle_name=bought.purchase.bundle_name,

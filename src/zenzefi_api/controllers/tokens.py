@@ -10,8 +10,8 @@ import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from zenzefi_api.auth import BEARER, login_required
-from zenzefi_api.context import CoreDep, CurrentUser
+from zenzefi_api.auth import BEARER, account_checked_by_use_case, login_required, token_required
+from zenzefi_api.context import CoreDep, CurrentUser, CurrentUserId
 from zenzefi_api.schemas import (
     REPLAYED_HEADER,
     REPLAYED_RESPONSE_HEADERS,
@@ -168,7 +168,6 @@ class RevokedTokenOut(msgspec.Struct, kw_only=True):
 class TokensController(Controller):
     path = "/tokens"
     tags = ("Tokens",)
-    guards = (login_required,)
     security = BEARER
 
     @post(
@@ -183,6 +182,7 @@ class TokensController(Controller):
         f"nothing: same status and shape, `token` null (its secret cannot be shown twice) and "
         f"the header `{REPLAYED_HEADER}: true`. The same key with another body is 409.",
         status_code=201,
+        guards=[token_required],
         response_headers=REPLAYED_RESPONSE_HEADERS,
         responses=error_responses(400, 401, 402, 403, 409, 413, 422, 503),
         sync_to_thread=True,
@@ -190,18 +190,18 @@ class TokensController(Controller):
     def purchase(
         self,
         core: CoreDep,
-        current_user: CurrentUser,
+        current_user_id: CurrentUserId,
         data: JSONBody[TokenPurchaseIn],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[IssuedTokenOut]:
-        bought = PurchaseToken(core.uow, core.clock, core.policy)(
-            TokenOrder(
-                user_id=current_user.id,
-                duration_hours=data.duration_hours,
-                scope=data.scope,
-                idempotency_key=idempotency_key,
-            )
+        order = TokenOrder(
+            user_id=current_user_id,
+            duration_hours=data.duration_hours,
+            scope=data.scope,
+            idempotency_key=idempotency_key,
         )
+        with account_checked_by_use_case():
+            bought = PurchaseToken(core.uow, core.clock, core.policy)(order)
         issued = IssuedToken(token=bought.token, plaintext=bought.plaintext)
         return Response(
             IssuedTokenOut.of(issued, core.clock.now()),
@@ -212,6 +212,7 @@ class TokensController(Controller):
     @get(
         "/my-tokens",
         operation_id="listMyTokens",
+        guards=[login_required],
         summary="The caller's tokens, newest first",
         description="Without secrets: `token_prefix` identifies each. `active_only=true` "
         "leaves out revoked and expired tokens.",
@@ -242,6 +243,7 @@ class TokensController(Controller):
     @delete(
         "/{token_id:uuid}",
         operation_id="revokeToken",
+        guards=[login_required],
         summary="Revoke a never-used token for a refund",
         description="Refunds exactly the price paid (a bundle token: its share of the bundle "
         "price) and revokes the token. A token already used or already revoked is 400; "
