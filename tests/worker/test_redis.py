@@ -189,15 +189,15 @@ def test_the_active_scheduler_keeps_its_lock_through_a_long_job(
         release.wait(10)
         return "slow done"
 
-    first = scheduler(client, redis_namespace, [Job("slow", 600, slow)], ttl=0.6)
-    second = scheduler(client, redis_namespace, [Job("slow", 600, slow)], ttl=0.6)
+    first = scheduler(client, redis_namespace, [Job("slow", 600, slow)], ttl=1.0)
+    second = scheduler(client, redis_namespace, [Job("slow", 600, slow)], ttl=1.0)
     first.start()
     try:
         assert started.wait(10)
         second.start()
-        # Two lock lifetimes pass while the job runs: the lock is renewed meanwhile.
+        # More than a lock lifetime passes while the job runs: the lock is renewed meanwhile.
         for _ in range(4):
-            threading.Event().wait(0.3)
+            threading.Event().wait(0.4)
             assert first.is_active
             assert not second.is_active
     finally:
