@@ -1,0 +1,541 @@
+"""Token purchases per second through the HTTP API, beside a bare SQL transaction doing the same
+writes, on PostgreSQL, in one run.
+
+    python bench/purchase.py [--seconds 15] [--clients 16] [--servers 1,2]
+
+What it does:
+
+1. Creates a throwaway database on the PostgreSQL server (`--postgres`, default
+   `postgresql://postgres@127.0.0.1:5432/postgres`), migrates it with `zenzefi migrate` and makes
+   an operator with `zenzefi admin create`; the database is dropped at the end.
+2. For each entry of `--servers`, starts that many `zenzefi serve` processes on loopback ports,
+   registers `--clients` users through the API (first round only), credits each of them
+   1,000,000.00 ZNC through the operator route, then runs `--clients` concurrent keep-alive
+   connections, each buying 1-hour tokens (`POST /api/v1/tokens/purchase`) back to back for
+   `--seconds` after a `--warmup`. Connections are spread evenly over the servers.
+3. Runs `--clients` threads, each with its own connection, doing what a purchase must write and
+   nothing else: `UPDATE users SET balance = balance - 1.00 WHERE id = ... AND balance >= 1.00
+   RETURNING balance`, `INSERT` of the ledger entry, `INSERT` of the token, `COMMIT`.
+4. Prints purchases per second, latency percentiles and the CPU seconds each party used, then
+   the ratio API / bare SQL, and checks the ledger (`zenzefi check-ledger`).
+
+The load generator is a minimal HTTP/1.1 client on asyncio (one thread), so it costs the machine
+as little as possible: it shares the CPU with the servers and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg import conninfo
+
+PRICE = Decimal("1.00")
+DURATION_HOURS = 1
+CREDIT = "1000000.00"
+PASSWORD = "bench password 1"  # noqa: S105 - throwaway accounts in a throwaway database
+PURCHASE_PATH = "/api/v1/tokens/purchase"
+
+
+# --- the throwaway database and the servers --------------------------------------------------
+
+
+@contextlib.contextmanager
+def throwaway_database(server_url: str, keep: bool) -> Iterator[str]:
+    """A new, empty database on the server; dropped on the way out unless `keep`."""
+    name = f"zenzefi_bench_{os.getpid()}_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo.conninfo_to_dict(server_url)
+    params["dbname"] = name
+    try:
+        yield conninfo.make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+    finally:
+        if not keep:
+            with psycopg.connect(server_url, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def database_url(dsn: str) -> str:
+    """The libpq connection string as the URL `ZENZEFI_DATABASE_URL` takes."""
+    params = conninfo.conninfo_to_dict(dsn)
+    user = params.get("user", "postgres")
+    password = f":{params['password']}" if params.get("password") else ""
+    host = params.get("host", "127.0.0.1")
+    port = params.get("port", "5432")
+    return f"postgresql://{user}{password}@{host}:{port}/{params['dbname']}"
+
+
+def zenzefi(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(  # noqa: S603 - our own command line, with our own arguments
+        [sys.executable, "-m", "zenzefi_api.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"zenzefi {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def servers(count: int, env: dict[str, str], log_dir: Path) -> Iterator[list[Server]]:
+    """`count` `zenzefi serve` processes, each on its own loopback port, until the block ends."""
+    started: list[Server] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            log = (log_dir / f"serve-{port}.log").open("wb")
+            process = subprocess.Popen(  # noqa: S603 - our own command line
+                [sys.executable, "-m", "zenzefi_api.cli", "serve", "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+            log.close()
+            started.append(Server(port, process))
+        for server in started:
+            wait_until_healthy(server)
+        yield started
+    finally:
+        for server in started:
+            server.process.terminate()
+        for server in started:
+            try:
+                server.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
+
+
+def wait_until_healthy(server: Server, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise SystemExit(f"zenzefi serve on port {server.port} exited; see its log")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"zenzefi serve on port {server.port} did not become healthy")
+
+
+# --- accounts --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Buyer:
+    id: uuid.UUID
+    token: str
+
+
+def login(http: httpx.Client, email: str) -> str:
+    response = http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+def make_buyers(base_url: str, count: int, admin_email: str) -> list[Buyer]:
+    """Register `count` users through the API and credit each through the operator route."""
+    buyers = []
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        admin = {"Authorization": f"Bearer {login(http, admin_email)}"}
+        for number in range(count):
+            email = f"buyer{number}@bench.example"
+            registered = http.post(
+                "/api/v1/auth/register",
+                json={"email": email, "username": f"buyer{number}", "password": PASSWORD},
+            )
+            registered.raise_for_status()
+            user_id = uuid.UUID(registered.json()["id"])
+            credited = http.post(
+                f"/api/v1/admin/users/{user_id}/credit",
+                json={"amount": CREDIT, "reason": "Benchmark funds"},
+                headers=admin,
+            )
+            credited.raise_for_status()
+            buyers.append(Buyer(user_id, login(http, email)))
+    return buyers
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What one run counted inside its measuring window."""
+
+    done: int = 0
+    failed: int = 0
+    latencies: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(
+        self, started: float, finished: float, ok: bool, window: tuple[float, float]
+    ) -> None:
+        if not window[0] <= finished < window[1]:
+            return
+        with self.lock:
+            if ok:
+                self.done += 1
+                self.latencies.append(finished - started)
+            else:
+                self.failed += 1
+
+
+@dataclass(frozen=True)
+class Result:
+    label: str
+    rate: float
+    failed: int
+    p50_ms: float
+    p99_ms: float
+    cpu: dict[str, float]
+
+
+def summarize(label: str, tally: Tally, seconds: float, cpu: dict[str, float]) -> Result:
+    latencies = sorted(tally.latencies) or [0.0]
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return Result(
+        label=label,
+        rate=tally.done / seconds,
+        failed=tally.failed,
+        p50_ms=statistics.median(latencies) * 1000,
+        p99_ms=p99 * 1000,
+        cpu=cpu,
+    )
+
+
+def _ticks(pid: int) -> int:
+    """User + system CPU time of a process, in clock ticks (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+#: PostgreSQL's own writers, which work for every database; counted with the bench's backends.
+POSTGRES_HELPERS = ("walwriter", "checkpointer", "background writer")
+
+
+def postgres_pids(database: str) -> list[int]:
+    """The backends serving `database`, plus the server's WAL and checkpoint writers (other
+    databases' backends are left out: the machine may be busy with other work)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if f" {database} " in title or any(helper in title for helper in POSTGRES_HELPERS):
+                pids.append(int(entry.name))
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds used by groups of processes between `start` and `stop` (Linux /proc)."""
+
+    def __init__(self, groups: dict[str, Callable[[], Sequence[int]]]) -> None:
+        self._groups = groups
+        self._before: dict[str, dict[int, int]] = {}
+
+    def _read(self) -> dict[str, dict[int, int]]:
+        return {name: {pid: _ticks(pid) for pid in pids()} for name, pids in self._groups.items()}
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def stop(self) -> dict[str, float]:
+        after = self._read()
+        hertz = os.sysconf("SC_CLK_TCK")
+        used = {}
+        for name, ticks in after.items():
+            before = self._before.get(name, {})
+            used[name] = sum(t - before.get(pid, 0) for pid, t in ticks.items()) / hertz
+        return used
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+        elif name.strip().lower() == "transfer-encoding":
+            raise RuntimeError("chunked responses are not expected here")
+    await reader.readexactly(length)
+    return status
+
+
+async def _purchase_loop(
+    server: Server, buyer: Buyer, tally: Tally, window: tuple[float, float]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    body = json.dumps({"duration_hours": DURATION_HOURS}).encode()
+    request = (
+        f"POST {PURCHASE_PATH} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{server.port}\r\n"
+        f"Authorization: Bearer {buyer.token}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    try:
+        while time.perf_counter() < window[1]:
+            started = time.perf_counter()
+            writer.write(request)
+            status = await _read_response(reader)
+            tally.record(started, time.perf_counter(), status == 201, window)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def measure_api(
+    running: list[Server], buyers: list[Buyer], database: str, warmup: float, seconds: float
+) -> Result:
+    tally = Tally()
+    meter = CpuMeter(
+        {
+            "api": lambda: [s.process.pid for s in running],
+            "postgres": lambda: postgres_pids(database),
+        }
+    )
+    client_cpu = 0.0
+
+    async def start_meter() -> None:
+        nonlocal client_cpu
+        await asyncio.sleep(warmup)
+        meter.start()
+        client_cpu = own_cpu_seconds()
+
+    async def run() -> None:
+        now = time.perf_counter()
+        window = (now + warmup, now + warmup + seconds)
+        loops = [
+            _purchase_loop(running[number % len(running)], buyer, tally, window)
+            for number, buyer in enumerate(buyers)
+        ]
+        await asyncio.gather(start_meter(), *loops)
+
+    asyncio.run(run())
+    cpu = meter.stop()
+    cpu["load generator"] = own_cpu_seconds() - client_cpu
+    plural = "es" if len(running) > 1 else ""
+    return summarize(f"HTTP API, {len(running)} server process{plural}", tally, seconds, cpu)
+
+
+@dataclass
+class Start:
+    """Lets the SQL threads connect first, then start together on one measuring window."""
+
+    connected: threading.Barrier
+    #: Passed when every thread has stopped buying; connections stay open until `release`, so
+    #: that the CPU their PostgreSQL backends used can still be read.
+    finished: threading.Barrier
+    go: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    window: tuple[float, float] = (0.0, 0.0)
+
+
+def _sql_buyer(dsn: str, buyer: Buyer, tally: Tally, start: Start) -> None:
+    with psycopg.connect(dsn) as connection:
+        start.connected.wait()
+        start.go.wait()
+        window = start.window
+        while time.perf_counter() < window[1]:
+            started = time.perf_counter()
+            token_id, now = uuid.uuid4(), datetime.now(UTC)
+            secret = secrets.token_urlsafe(48)
+            with connection.transaction():
+                row = connection.execute(
+                    "UPDATE users SET balance = balance - %(price)s "
+                    "WHERE id = %(user)s AND balance >= %(price)s RETURNING balance",
+                    {"price": PRICE, "user": buyer.id},
+                ).fetchone()
+                if row is None:
+                    raise RuntimeError("the bench ran a wallet dry")
+                connection.execute(
+                    "INSERT INTO transactions (id, user_id, amount, balance_after, "
+                    "transaction_type, description, reference_type, reference_id, created_at) "
+                    "VALUES (%s, %s, %s, %s, 'purchase', %s, 'token', %s, %s)",
+                    (
+                        uuid.uuid4(),
+                        buyer.id,
+                        -PRICE,
+                        row[0],
+                        "Access token: 1 h, full",
+                        str(token_id),
+                        now,
+                    ),
+                )
+                connection.execute(
+                    "INSERT INTO access_tokens (id, user_id, token_hash, token_prefix, "
+                    "duration_hours, scope, price_paid, created_at) "
+                    "VALUES (%s, %s, encode(sha256(%s::bytea), 'hex'), %s, %s, 'full', %s, %s)",
+                    (token_id, buyer.id, secret.encode(), secret[:8], DURATION_HOURS, PRICE, now),
+                )
+            tally.record(started, time.perf_counter(), True, window)
+        start.finished.wait()
+        start.release.wait()
+
+
+def measure_sql(dsn: str, buyers: list[Buyer], warmup: float, seconds: float) -> Result:
+    tally = Tally()
+    database = conninfo.conninfo_to_dict(dsn)["dbname"]
+    meter = CpuMeter({"postgres": lambda: postgres_pids(str(database))})
+    start = Start(
+        connected=threading.Barrier(len(buyers) + 1), finished=threading.Barrier(len(buyers) + 1)
+    )
+    threads = [
+        threading.Thread(target=_sql_buyer, args=(dsn, buyer, tally, start), daemon=True)
+        for buyer in buyers
+    ]
+    for thread in threads:
+        thread.start()
+    start.connected.wait()
+    now = time.perf_counter()
+    start.window = (now + warmup, now + warmup + seconds)
+    start.go.set()
+    time.sleep(warmup)
+    meter.start()
+    client_cpu = own_cpu_seconds()
+    start.finished.wait()
+    cpu = meter.stop()
+    cpu["load generator"] = own_cpu_seconds() - client_cpu
+    start.release.set()
+    for thread in threads:
+        thread.join()
+    return summarize(f"bare SQL, {len(buyers)} threads", tally, seconds, cpu)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def report(results: list[Result], seconds: float) -> None:
+    print()
+    print(
+        f"{'':34} {'purchases/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'failed':>6}  CPU seconds used"
+    )
+    for result in results:
+        cpu = ", ".join(f"{name} {used:.1f}" for name, used in result.cpu.items())
+        if result.rate and "api" in result.cpu:
+            per_purchase = result.cpu["api"] / (result.rate * seconds) * 1000
+            cpu += f" (API: {per_purchase:.2f} ms per purchase)"
+        print(
+            f"{result.label:34} {result.rate:11.0f} {result.p50_ms:7.1f} {result.p99_ms:7.1f} "
+            f"{result.failed:6d}  {cpu}"
+        )
+    sql = next(r for r in results if r.label.startswith("bare SQL"))
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"\n(each run measured for {seconds:g} s; {os.cpu_count()} CPUs; load average {load})")
+    for result in results:
+        if result is not sql and sql.rate:
+            print(f"ratio {result.label} / bare SQL: {result.rate / sql.rate:.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured time per run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured time first")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    parser.add_argument(
+        "--servers", default="1,2", help="API process counts to try, comma-separated"
+    )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "ZENZEFI_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="a PostgreSQL server to make the throwaway database on",
+    )
+    parser.add_argument("--keep-database", action="store_true", help="do not drop it at the end")
+    args = parser.parse_args(argv)
+    counts = [int(part) for part in args.servers.split(",") if part.strip()]
+
+    with (
+        throwaway_database(args.postgres, args.keep_database) as dsn,
+        tempfile.TemporaryDirectory(prefix="zenzefi-bench-") as scratch,
+    ):
+        env = {
+            **os.environ,
+            "ZENZEFI_DATABASE_URL": database_url(dsn),
+            "ZENZEFI_DATA_DIR": scratch,
+            "ZENZEFI_SECRET_KEY": secrets.token_urlsafe(48),
+            # Registering the buyers from one address would hit the limit at once.
+            "ZENZEFI_RATE_LIMIT_ENABLED": "false",
+        }
+        print(f"database: {database_url(dsn)}")
+        zenzefi("migrate", env=env)
+        admin_email = "admin@bench.example"
+        zenzefi(
+            "admin", "create", "--email", admin_email, "--username", "admin",
+            "--password", PASSWORD, env=env,
+        )  # fmt: skip
+        buyers: list[Buyer] = []
+        results = []
+        for count in counts:
+            with servers(count, env, Path(scratch)) as running:
+                if not buyers:
+                    buyers = make_buyers(running[0].url, args.clients, admin_email)
+                print(f"measuring the HTTP API on {count} process(es)...", flush=True)
+                database = str(conninfo.conninfo_to_dict(dsn)["dbname"])
+                results.append(measure_api(running, buyers, database, args.warmup, args.seconds))
+        if not buyers:
+            with servers(1, env, Path(scratch)) as running:
+                buyers = make_buyers(running[0].url, args.clients, admin_email)
+        print("measuring bare SQL...", flush=True)
+        results.append(measure_sql(dsn, buyers, args.warmup, args.seconds))
+        report(results, args.seconds)
+        print(zenzefi("check-ledger", env=env).strip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
