@@ -1,7 +1,7 @@
 """Token purchases per second through the HTTP API, beside a bare SQL transaction doing the same
 writes, on PostgreSQL, in one run.
 
-    python bench/purchase.py [--seconds 15] [--clients 16] [--servers 1,2]
+    python bench/purchase.py [--seconds 15] [--clients 16] [--servers 1,2] [--redis URL]
 
 What it does:
 
@@ -12,7 +12,9 @@ What it does:
    registers `--clients` users through the API (first round only), credits each of them
    1,000,000.00 ZNC through the operator route, then runs `--clients` concurrent keep-alive
    connections, each buying 1-hour tokens (`POST /api/v1/tokens/purchase`) back to back for
-   `--seconds` after a `--warmup`. Connections are spread evenly over the servers.
+   `--seconds` after a `--warmup`. Connections are spread evenly over the servers. By default
+   each server is the embedded default (it also runs the worker and the scheduler); with
+   `--redis` they enqueue their events to Redis, as in production, and no worker runs.
 3. Runs `--clients` threads, each with its own connection, doing what a purchase must write and
    nothing else: `UPDATE users SET balance = balance - 1.00 WHERE id = ... AND balance >= 1.00
    RETURNING balance`, `INSERT` of the ledger entry, `INSERT` of the token, `COMMIT`.
@@ -47,6 +49,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import redis
 from psycopg import conninfo
 
 PRICE = Decimal("1.00")
@@ -73,6 +76,22 @@ def throwaway_database(server_url: str, keep: bool) -> Iterator[str]:
         if not keep:
             with psycopg.connect(server_url, autocommit=True) as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def redis_namespace(url: str | None, namespace: str) -> Iterator[None]:
+    """On the way out, delete every Redis key the bench's servers made (their namespace)."""
+    try:
+        yield
+    finally:
+        if url:
+            client = redis.Redis.from_url(url)
+            try:
+                keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+                for start in range(0, len(keys), 1000):
+                    client.delete(*keys[start : start + 1000])
+            finally:
+                client.close()
 
 
 def database_url(dsn: str) -> str:
@@ -495,13 +514,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         help="a PostgreSQL server to make the throwaway database on",
     )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="serve as in production, enqueueing events to this Redis (no worker runs during "
+        "the measurement; the bench's keys are deleted at the end). Default: the embedded "
+        "default, where each zenzefi serve also runs the worker and the scheduler",
+    )
     parser.add_argument("--keep-database", action="store_true", help="do not drop it at the end")
     args = parser.parse_args(argv)
     counts = [int(part) for part in args.servers.split(",") if part.strip()]
 
+    namespace = f"zenzefi-bench-{os.getpid()}-{secrets.token_hex(4)}"
     with (
         throwaway_database(args.postgres, args.keep_database) as dsn,
         tempfile.TemporaryDirectory(prefix="zenzefi-bench-") as scratch,
+        redis_namespace(args.redis, namespace),
     ):
         env = {
             **os.environ,
@@ -511,6 +539,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Registering the buyers from one address would hit the limit at once.
             "ZENZEFI_RATE_LIMIT_ENABLED": "false",
         }
+        if args.redis:
+            env.update({"ZENZEFI_REDIS_URL": args.redis, "ZENZEFI_REDIS_NAMESPACE": namespace})
+            print(f"events go to Redis at {args.redis} under {namespace}:, no worker consuming")
+        else:
+            print("embedded default: each zenzefi serve also runs the worker and the scheduler")
         print(f"database: {database_url(dsn)}")
         zenzefi("migrate", env=env)
         admin_email = "admin@bench.example"
