@@ -25,6 +25,7 @@ import math
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -154,6 +155,9 @@ class ProxyRuntime:
                     pool=upstream.read_timeout_seconds,
                 ),
             )
+            # One client serves every user: it must never keep a cookie one user's response
+            # set and send it with another user's request. The clients keep their own cookies.
+            self.client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         self._flusher = asyncio.create_task(self._flush_periodically())
 
     async def stop(self) -> None:

@@ -117,6 +117,12 @@ def test_cookies_and_redirects_come_back_as_sent(proxy: ProxyEnv) -> None:
     token = proxy.token()
     cookies = proxy.forward("GET", "cookies", token)
     assert cookies.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; HttpOnly"]
+    # The proxy's shared client keeps none of them: another user's request carries no cookie.
+    proxy.client.cookies.clear()
+    other = proxy.forward("GET", "echo", proxy.token(), device="device-bbbb-2")
+    assert "cookie" not in [name for name, _ in other.json()["headers"]]
+    mine = proxy.forward("GET", "echo", token, headers={"Cookie": "a=1"})
+    assert ["cookie", "a=1"] in mine.json()["headers"]
 
     redirect = proxy.forward("GET", "redirect", token)
     assert redirect.status_code == 302, "redirects are passed back, not followed"
