@@ -240,7 +240,7 @@ def test_bad_bearer_tokens_are_401(client: ApiClient, accounts: Accounts) -> Non
         "wrong audience": {"Authorization": f"Bearer {_forged(alice.id, aud='elsewhere')}"},
         "none algorithm": {
             "Authorization": "Bearer "
-            + jwt.encode({"sub": str(alice.id), "aud": "zenzefi-api"}, None, algorithm="none")
+            + jwt.encode({"sub": str(alice.id), "aud": "zenzefi-api"}, "", algorithm="none")
         },
     }
     for name, headers in cases.items():
