@@ -164,3 +164,23 @@ class MailDeliveryFailed(DomainError):
 class BrokerUnavailable(DomainError):
     """The message broker did not accept a message; whatever was not handed over stays in the
     outbox for the relay's next run."""
+
+
+class InvalidWebhookUrl(InvalidInput):
+    """A webhook URL that is not http(s), or whose host resolves to a non-public address."""
+
+
+class WebhookNotFound(NotFound):
+    """No such webhook endpoint, or it belongs to someone else: both look the same."""
+
+    def __init__(self) -> None:
+        super().__init__("Webhook not found")
+
+
+class WebhookDeliveryNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("Webhook delivery not found")
+
+
+class WebhookSendFailed(DomainError):
+    """A webhook receiver could not be reached or did not answer in time."""

@@ -35,6 +35,12 @@ from zenzefi_core.domain.notifications import (
 from zenzefi_core.domain.proxy import ProxySession, UsageDelta
 from zenzefi_core.domain.referrals import ReferralBonus
 from zenzefi_core.domain.tokens import AccessToken
+from zenzefi_core.domain.webhooks import (
+    DeliveryAttempt,
+    DeliveryState,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 T = TypeVar("T")
 
@@ -465,6 +471,78 @@ class TokenExpiryRepository(Protocol):
         ...
 
 
+class WebhookRepository(Protocol):
+    """Webhook endpoints, their deliveries and each delivery's attempts."""
+
+    def add_endpoint(self, endpoint: WebhookEndpoint) -> None: ...
+
+    def get_endpoint(self, endpoint_id: UUID) -> WebhookEndpoint | None: ...
+
+    def endpoints_for_user(self, user_id: UUID) -> list[WebhookEndpoint]:
+        """The user's endpoints, oldest first."""
+        ...
+
+    def active_endpoints(self) -> list[WebhookEndpoint]:
+        """Every active endpoint (the fan-out filters them by event)."""
+        ...
+
+    def update_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        """Save every field but `id`, `user_id` and `created_at`."""
+        ...
+
+    def delete_endpoint(self, endpoint_id: UUID) -> None:
+        """Remove the endpoint with its deliveries and their attempts."""
+        ...
+
+    def add_delivery(self, delivery: WebhookDelivery) -> bool:
+        """Store a new delivery; False, and nothing stored, when the endpoint already has one
+        for this event."""
+        ...
+
+    def get_delivery(self, delivery_id: UUID) -> WebhookDelivery | None: ...
+
+    def deliveries_for_endpoint(self, endpoint_id: UUID, *, limit: int) -> list[WebhookDelivery]:
+        """The endpoint's deliveries, newest first."""
+        ...
+
+    def claim_delivery(
+        self, delivery_id: UUID, now: datetime, lease_until: datetime
+    ) -> WebhookDelivery | None:
+        """Take a pending, due delivery nobody holds for one attempt and count the attempt; one
+        conditional statement, so of two workers holding the same message one sends."""
+        ...
+
+    def record_attempt(
+        self,
+        attempt: DeliveryAttempt,
+        *,
+        state: DeliveryState,
+        next_attempt_at: datetime | None,
+    ) -> None:
+        """Log an attempt and release the delivery's lease, with its new state."""
+        ...
+
+    def attempts(self, delivery_id: UUID) -> list[DeliveryAttempt]:
+        """The delivery's attempts, oldest first."""
+        ...
+
+    def requeue_delivery(self, delivery_id: UUID, now: datetime) -> None:
+        """Make a delivery pending and due now (a manual redelivery)."""
+        ...
+
+    def due_deliveries(self, *, before: datetime, now: datetime, limit: int) -> list[UUID]:
+        """Pending deliveries nobody holds whose next attempt was due before `before`."""
+        ...
+
+
+class WebhookSender(Protocol):
+    def post(self, url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+        """POST the body without following redirects; the status and at most the configured
+        number of bytes of the answer. Raises `WebhookSendFailed` when the receiver cannot be
+        reached or does not answer within the timeout."""
+        ...
+
+
 class AccessCache(Protocol):
     """A small shared key-value cache with expiry (in-process, or Redis across processes).
 
@@ -530,6 +608,9 @@ class UnitOfWork(Protocol):
 
     @property
     def token_expiries(self) -> TokenExpiryRepository: ...
+
+    @property
+    def webhooks(self) -> WebhookRepository: ...
 
     def __enter__(self) -> Self: ...
 

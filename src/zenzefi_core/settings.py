@@ -186,6 +186,26 @@ class WorkerSettings(BaseSettings):
     threads: int = Field(default=4, ge=1)
 
 
+class WebhookSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZENZEFI_WEBHOOKS_", extra="ignore")
+
+    #: Waits before each retry after the first, immediate attempt, in seconds (Standard
+    #: Webhooks: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); JSON, e.g. `[0.1, 0.1]` in tests.
+    retry_delays_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    #: A receiver answering 2xx within this many seconds has the message.
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    #: How much of a receiver's answer is read and kept in the delivery log.
+    max_response_bytes: int = Field(default=65_536, gt=0)
+    #: How long a rotated-out secret keeps signing beside the new one.
+    rotation_overlap_hours: float = Field(default=24.0, ge=0)
+    #: An endpoint whose deliveries have failed without a success for this long is disabled.
+    disable_after_hours: float = Field(default=120.0, gt=0)
+    #: Deliveries in flight to one endpoint at once, across all workers.
+    concurrency_per_endpoint: int = Field(default=4, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZENZEFI_", extra="ignore")
 
@@ -215,6 +235,7 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @property
     def database_url(self) -> str:

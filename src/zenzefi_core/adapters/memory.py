@@ -34,6 +34,12 @@ from zenzefi_core.domain.notifications import Notification, NotificationKind, No
 from zenzefi_core.domain.proxy import ProxySession, UsageDelta
 from zenzefi_core.domain.referrals import ReferralBonus
 from zenzefi_core.domain.tokens import AccessToken
+from zenzefi_core.domain.webhooks import (
+    DeliveryAttempt,
+    DeliveryState,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from zenzefi_core.errors import Conflict, DuplicateUser, IdempotencyConflict
 from zenzefi_core.money import ZERO
 from zenzefi_core.ports import AfterCommit, LedgerDiscrepancy, Page
@@ -59,6 +65,9 @@ class _Tables:
     token_notices: dict[tuple[UUID, str], datetime] = dataclasses.field(default_factory=dict)
     proxy_sessions: dict[UUID, ProxySession] = dataclasses.field(default_factory=dict)
     token_expiries: dict[UUID, datetime] = dataclasses.field(default_factory=dict)
+    webhook_endpoints: dict[UUID, WebhookEndpoint] = dataclasses.field(default_factory=dict)
+    webhook_deliveries: dict[UUID, WebhookDelivery] = dataclasses.field(default_factory=dict)
+    webhook_attempts: list[DeliveryAttempt] = dataclasses.field(default_factory=list)
 
     def copy(self) -> _Tables:
         # Entities are frozen, so copying the containers is enough to isolate a transaction.
@@ -79,6 +88,9 @@ class _Tables:
             token_notices=dict(self.token_notices),
             proxy_sessions=dict(self.proxy_sessions),
             token_expiries=dict(self.token_expiries),
+            webhook_endpoints=dict(self.webhook_endpoints),
+            webhook_deliveries=dict(self.webhook_deliveries),
+            webhook_attempts=list(self.webhook_attempts),
         )
 
 
@@ -699,6 +711,119 @@ class _TokenExpiryRepository:
         return claimed
 
 
+class _WebhookRepository:
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def add_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        self._t.webhook_endpoints[endpoint.id] = endpoint
+
+    def get_endpoint(self, endpoint_id: UUID) -> WebhookEndpoint | None:
+        return self._t.webhook_endpoints.get(endpoint_id)
+
+    def endpoints_for_user(self, user_id: UUID) -> list[WebhookEndpoint]:
+        found = [e for e in self._t.webhook_endpoints.values() if e.user_id == user_id]
+        return sorted(found, key=lambda e: (e.created_at, e.id))
+
+    def active_endpoints(self) -> list[WebhookEndpoint]:
+        found = [e for e in self._t.webhook_endpoints.values() if e.is_active]
+        return sorted(found, key=lambda e: (e.created_at, e.id))
+
+    def update_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        current = self._t.webhook_endpoints.get(endpoint.id)
+        if current is not None:
+            self._t.webhook_endpoints[endpoint.id] = dataclasses.replace(
+                endpoint, user_id=current.user_id, created_at=current.created_at
+            )
+
+    def delete_endpoint(self, endpoint_id: UUID) -> None:
+        self._t.webhook_endpoints.pop(endpoint_id, None)
+        gone = {d.id for d in self._t.webhook_deliveries.values() if d.endpoint_id == endpoint_id}
+        for delivery_id in gone:
+            del self._t.webhook_deliveries[delivery_id]
+        self._t.webhook_attempts[:] = [
+            a for a in self._t.webhook_attempts if a.delivery_id not in gone
+        ]
+
+    def add_delivery(self, delivery: WebhookDelivery) -> bool:
+        for existing in self._t.webhook_deliveries.values():
+            if (existing.event_id, existing.endpoint_id) == (
+                delivery.event_id,
+                delivery.endpoint_id,
+            ):
+                return False
+        self._t.webhook_deliveries[delivery.id] = delivery
+        return True
+
+    def get_delivery(self, delivery_id: UUID) -> WebhookDelivery | None:
+        return self._t.webhook_deliveries.get(delivery_id)
+
+    def deliveries_for_endpoint(self, endpoint_id: UUID, *, limit: int) -> list[WebhookDelivery]:
+        found = [d for d in self._t.webhook_deliveries.values() if d.endpoint_id == endpoint_id]
+        found.sort(key=lambda d: (d.created_at, d.id), reverse=True)
+        return found[:limit]
+
+    def claim_delivery(
+        self, delivery_id: UUID, now: datetime, lease_until: datetime
+    ) -> WebhookDelivery | None:
+        current = self._t.webhook_deliveries.get(delivery_id)
+        if (
+            current is None
+            or current.state is not DeliveryState.PENDING
+            or current.next_attempt_at is None
+            or current.next_attempt_at > now
+            or (current.locked_until is not None and current.locked_until > now)
+        ):
+            return None
+        claimed = dataclasses.replace(
+            current, attempts=current.attempts + 1, locked_until=lease_until, updated_at=now
+        )
+        self._t.webhook_deliveries[delivery_id] = claimed
+        return claimed
+
+    def record_attempt(
+        self,
+        attempt: DeliveryAttempt,
+        *,
+        state: DeliveryState,
+        next_attempt_at: datetime | None,
+    ) -> None:
+        self._t.webhook_attempts.append(attempt)
+        current = self._t.webhook_deliveries.get(attempt.delivery_id)
+        if current is not None:
+            self._t.webhook_deliveries[attempt.delivery_id] = dataclasses.replace(
+                current,
+                state=state,
+                next_attempt_at=next_attempt_at,
+                last_status_code=attempt.status_code,
+                locked_until=None,
+                updated_at=attempt.attempted_at,
+            )
+
+    def attempts(self, delivery_id: UUID) -> list[DeliveryAttempt]:
+        found = [a for a in self._t.webhook_attempts if a.delivery_id == delivery_id]
+        return sorted(found, key=lambda a: (a.attempted_at, a.id))
+
+    def requeue_delivery(self, delivery_id: UUID, now: datetime) -> None:
+        current = self._t.webhook_deliveries.get(delivery_id)
+        if current is not None:
+            self._t.webhook_deliveries[delivery_id] = dataclasses.replace(
+                current, state=DeliveryState.PENDING, next_attempt_at=now, updated_at=now
+            )
+
+    def due_deliveries(self, *, before: datetime, now: datetime, limit: int) -> list[UUID]:
+        found = [
+            d
+            for d in self._t.webhook_deliveries.values()
+            if d.state is DeliveryState.PENDING
+            and d.next_attempt_at is not None
+            and d.next_attempt_at <= before
+            and (d.locked_until is None or d.locked_until <= now)
+        ]
+        found.sort(key=lambda d: (d.next_attempt_at or now, d.id))
+        return [d.id for d in found[:limit]]
+
+
 class InMemoryUnitOfWork:
     users: _UserRepository
     ledger: _LedgerRepository
@@ -714,6 +839,7 @@ class InMemoryUnitOfWork:
     token_notices: _TokenNoticeRepository
     proxy_sessions: _ProxySessionRepository
     token_expiries: _TokenExpiryRepository
+    webhooks: _WebhookRepository
 
     def __init__(self, store: MemoryStore, after_commit: AfterCommit | None = None) -> None:
         self._store = store
@@ -772,3 +898,4 @@ class InMemoryUnitOfWork:
         self.token_notices = _TokenNoticeRepository(tables)
         self.proxy_sessions = _ProxySessionRepository(tables)
         self.token_expiries = _TokenExpiryRepository(tables)
+        self.webhooks = _WebhookRepository(tables)

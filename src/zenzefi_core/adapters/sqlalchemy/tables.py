@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
     text,
 )
@@ -342,4 +343,68 @@ token_expiry_reports = Table(
     # A token whose `token.expired` event was written, so no scan writes it twice.
     Column("token_id", Uuid, ForeignKey("access_tokens.id", ondelete="CASCADE"), primary_key=True),
     Column("reported_at", UtcDateTime, nullable=False),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("events", JSON, nullable=False),
+    Column("is_active", Boolean, nullable=False),
+    # Encrypted with a key derived from the server's secret key, never stored in plain text.
+    Column("secret_encrypted", Text, nullable=False),
+    Column("previous_secret_encrypted", Text, nullable=True),
+    Column("previous_secret_until", UtcDateTime, nullable=True),
+    Column("failing_since", UtcDateTime, nullable=True),
+    Column("disabled_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index(None, "user_id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    # Also the `webhook-id` header of every attempt.
+    Column("id", Uuid, primary_key=True),
+    Column(
+        "endpoint_id", Uuid, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("event_id", Uuid, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_status_code", Integer, nullable=True),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("locked_until", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    # One delivery per event and endpoint: an event fanned out twice adds nothing.
+    UniqueConstraint("event_id", "endpoint_id"),
+    CheckConstraint("state IN ('pending', 'succeeded', 'failed')", name="known_state"),
+    CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+    Index(None, "endpoint_id", "created_at"),
+    # The relay's sweep looks for pending deliveries whose next attempt is due.
+    Index(None, "state", "next_attempt_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column(
+        "delivery_id",
+        Uuid,
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempted_at", UtcDateTime, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("response_body", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Index(None, "delivery_id", "attempted_at"),
 )

@@ -28,6 +28,7 @@ from zenzefi_core.adapters.sqlalchemy.session_repository import (
     SqlTokenExpiryRepository,
 )
 from zenzefi_core.adapters.sqlalchemy.token_repository import SqlTokenRepository
+from zenzefi_core.adapters.sqlalchemy.webhook_repository import SqlWebhookRepository
 from zenzefi_core.domain import OutboxEvent
 from zenzefi_core.errors import StorageUnavailable
 from zenzefi_core.ports import AfterCommit
@@ -64,6 +65,7 @@ class SqlAlchemyUnitOfWork:
     token_notices: SqlTokenNoticeRepository
     proxy_sessions: SqlProxySessionRepository
     token_expiries: SqlTokenExpiryRepository
+    webhooks: SqlWebhookRepository
 
     def __init__(self, engine: Engine, after_commit: AfterCommit | None = None) -> None:
         self._engine = engine
@@ -90,6 +92,7 @@ class SqlAlchemyUnitOfWork:
         self.token_notices = SqlTokenNoticeRepository(self._connection)
         self.proxy_sessions = SqlProxySessionRepository(self._connection)
         self.token_expiries = SqlTokenExpiryRepository(self._connection)
+        self.webhooks = SqlWebhookRepository(self._connection)
         return self
 
     def __exit__(
