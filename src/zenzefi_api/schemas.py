@@ -7,9 +7,10 @@ Money leaves as a string with exactly two decimals and time as ISO 8601 with an 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar.datastructures import ResponseHeader
@@ -19,6 +20,7 @@ from litestar.params import HeaderParameter, KwargDefinition, QueryParameter
 
 from zenzefi_core.money import format_amount
 from zenzefi_core.paging import MAX_LIMIT, MAX_OFFSET, MIN_LIMIT
+from zenzefi_core.ports import Page
 from zenzefi_core.services.idempotency import KEY_MAX
 
 Money = Annotated[
@@ -80,6 +82,20 @@ REPLAYED_RESPONSE_HEADERS = [
 
 def replay_headers(replayed: bool) -> dict[str, str]:
     return {REPLAYED_HEADER: "true"} if replayed else {}
+
+
+PageOut = TypeVar("PageOut", bound=msgspec.Struct)
+Item = TypeVar("Item")
+
+
+def page_of(page_type: type[PageOut], page: Page[Item], render: Callable[[Item], Any]) -> PageOut:
+    """A core `Page` as the list envelope `{items, total, limit, offset}` of `page_type`."""
+    return page_type(
+        items=[render(item) for item in page.items],
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+    )
 
 
 def money(amount: Decimal) -> str:

@@ -24,6 +24,7 @@ from zenzefi_api.schemas import (
     Timestamp,
     error_responses,
     money,
+    page_of,
     timestamp,
 )
 from zenzefi_core.bootstrap import Core
@@ -172,12 +173,7 @@ class AdminUsersController(Controller):
                 offset=offset,
             )
         )
-        return AdminUserPage(
-            items=[AdminUserOut.of(user) for user in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return page_of(AdminUserPage, page, AdminUserOut.of)
 
     @get(
         "/{user_id:uuid}",
@@ -347,9 +343,4 @@ class AuditLogController(Controller):
                 offset=offset,
             )
         )
-        return AuditPage(
-            items=[AuditEntryOut.of(entry) for entry in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return page_of(AuditPage, page, AuditEntryOut.of)

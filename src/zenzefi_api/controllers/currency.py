@@ -18,6 +18,7 @@ from zenzefi_api.schemas import (
     Timestamp,
     error_responses,
     money,
+    page_of,
     timestamp,
 )
 from zenzefi_core.domain import LedgerEntry, TransactionType
@@ -97,9 +98,4 @@ class CurrencyController(Controller):
                 transaction_type=transaction_type,
             )
         )
-        return TransactionPage(
-            items=[TransactionOut.of(entry) for entry in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return page_of(TransactionPage, page, TransactionOut.of)

@@ -26,6 +26,7 @@ from zenzefi_api.schemas import (
     Timestamp,
     error_responses,
     money,
+    page_of,
     timestamp,
 )
 from zenzefi_core.domain import PaymentIntent, PaymentStatus
@@ -149,12 +150,7 @@ class TopUpController(Controller):
         offset: Offset = 0,
     ) -> PaymentPage:
         page = ListPayments(core.uow)(user_id=current_user.id, limit=limit, offset=offset)
-        return PaymentPage(
-            items=[PaymentOut.of(intent) for intent in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return page_of(PaymentPage, page, PaymentOut.of)
 
     @get(
         "/payments/{payment_id:uuid}",

@@ -23,6 +23,7 @@ from zenzefi_api.schemas import (
     Timestamp,
     error_responses,
     money,
+    page_of,
     replay_headers,
     timestamp,
 )
@@ -233,12 +234,7 @@ class TokensController(Controller):
             TokenQuery(user_id=current_user.id, active_only=active_only, limit=limit, offset=offset)
         )
         now = core.clock.now()
-        return AccessTokenPage(
-            items=[AccessTokenOut.of(token, now) for token in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return page_of(AccessTokenPage, page, lambda token: AccessTokenOut.of(token, now))
 
     @delete(
         "/{token_id:uuid}",
