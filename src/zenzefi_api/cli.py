@@ -127,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=None, help="threads per process (ZENZEFI_WORKER_THREADS)"
     )
     worker.add_argument(
-        "--queues", nargs="+", metavar="QUEUE", help="only these queues: events, emails, jobs"
+        "--queues",
+        nargs="+",
+        metavar="QUEUE",
+        help="only these queues: events, emails, webhooks, jobs",
     )
     worker.set_defaults(run=_worker)
 

@@ -12,11 +12,16 @@ Actors, by queue:
 - `emails`: `send_notification(notification_id)` makes one attempt at sending; a failure is
   retried after the delay the notification policy sets (`dramatiq.Retry(delay=...)`), and after
   the last attempt the email is recorded as failed.
+- `webhooks`: `deliver_webhook(delivery_id)` makes one attempt at one webhook delivery
+  (`handle_event` fans each event out to the subscribed endpoints first); a failure is retried
+  after the next delay of the webhook schedule, an endpoint with every slot busy is tried again
+  a second later, and an endpoint disabled by its failures has its owner emailed.
 - `jobs`: one actor per periodic job, so a job can also be run by a worker on demand.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,11 +32,12 @@ import dramatiq
 import redis
 
 from zenzefi_core.adapters.mail import mailer_from_settings
+from zenzefi_core.adapters.resolver import SocketResolver
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.domain import OutboxEvent
-from zenzefi_core.errors import BrokerUnavailable
+from zenzefi_core.errors import BrokerUnavailable, MailDeliveryFailed
 from zenzefi_core.notifications import NotificationPolicy, UnsubscribeLinks
-from zenzefi_core.ports import Mailer
+from zenzefi_core.ports import EmailMessage, Mailer, WebhookSender
 from zenzefi_core.services.notifications import (
     DueNotifications,
     QueueEventEmail,
@@ -40,13 +46,24 @@ from zenzefi_core.services.notifications import (
 from zenzefi_core.services.outbox import DEFAULT_RELAY_BATCH, RelayOutbox
 from zenzefi_core.services.proxy import CloseIdleSessions, ReportExpiredTokens
 from zenzefi_core.services.token_expiry import ScanExpiringTokens
+from zenzefi_core.services.webhooks import (
+    CacheSlots,
+    DeliverWebhook,
+    DisabledEndpoint,
+    DueWebhookDeliveries,
+    FanOutEvent,
+    WebhookPolicy,
+)
+from zenzefi_core.webhooks import SecretCipher
+from zenzefi_worker.webhooks import HttpxWebhookSender
 
 logger = logging.getLogger("zenzefi.worker")
 
 EVENTS_QUEUE = "events"
 EMAILS_QUEUE = "emails"
 JOBS_QUEUE = "jobs"
-QUEUES = (EVENTS_QUEUE, EMAILS_QUEUE, JOBS_QUEUE)
+WEBHOOKS_QUEUE = "webhooks"
+QUEUES = (EVENTS_QUEUE, EMAILS_QUEUE, WEBHOOKS_QUEUE, JOBS_QUEUE)
 
 #: One run of a job handles at most this many batches, so a huge backlog cannot keep the
 #: scheduler from its other jobs; the next run continues where this one stopped.
@@ -93,7 +110,14 @@ class WorkerApp:
     core hands its events to the broker right after it commits.
     """
 
-    def __init__(self, core: Core, broker: dramatiq.Broker, *, mailer: Mailer | None = None):
+    def __init__(
+        self,
+        core: Core,
+        broker: dramatiq.Broker,
+        *,
+        mailer: Mailer | None = None,
+        webhook_sender: WebhookSender | None = None,
+    ):
         settings = core.settings
         self.core = core
         self.broker = broker
@@ -107,12 +131,32 @@ class WorkerApp:
             core.uow, core.clock, self.mailer, links, settings.public_url, self.policy
         )
         self._due = DueNotifications(core.uow, core.clock, self.policy)
+        self.webhook_policy = WebhookPolicy.from_settings(settings)
+        self.webhook_sender = webhook_sender or HttpxWebhookSender(settings.webhooks)
+        self._fan_out = FanOutEvent(core.uow, core.clock)
+        self._deliver = DeliverWebhook(
+            core.uow,
+            core.clock,
+            SecretCipher(settings.resolved_secret_key()),
+            self.webhook_sender,
+            SocketResolver(),
+            CacheSlots(
+                core.access_cache, self.webhook_policy.concurrency, self.webhook_policy.lease
+            ),
+            self.webhook_policy,
+        )
+        self._due_webhooks = DueWebhookDeliveries(core.uow, core.clock, self.policy.sweep_grace)
 
         self.handle_event = self._actor(self._handle_event, EVENTS_QUEUE, max_retries=RETRIES)
         # Our own attempt count decides when an email has failed; Dramatiq's limit only stops
         # a message that keeps failing for another reason (the database is down).
         self.send_notification = self._actor(
             self._send_notification, EMAILS_QUEUE, max_retries=self.policy.max_attempts + RETRIES
+        )
+        self.deliver_webhook = self._actor(
+            self._deliver_webhook,
+            WEBHOOKS_QUEUE,
+            max_retries=self.webhook_policy.max_attempts + RETRIES,
         )
         self.publisher = DramatiqEventPublisher(self.handle_event)
         core.publisher = self.publisher
@@ -150,6 +194,43 @@ class WorkerApp:
         queued = self._queue_email(UUID(event_id))
         if queued.notification_id is not None:
             self.send_notification.send(str(queued.notification_id))
+        for delivery_id in self._fan_out(UUID(event_id)):
+            self.deliver_webhook.send(str(delivery_id))
+
+    def _deliver_webhook(self, delivery_id: str) -> None:
+        outcome = self._deliver(UUID(delivery_id))
+        if outcome.disabled is not None:
+            self._tell_disabled(outcome.disabled)
+        if outcome.retry_in is None:
+            return
+        delay = max(int(outcome.retry_in.total_seconds() * 1000), 1)
+        if outcome.state is None:
+            # Every slot of the endpoint is busy: wait for one without using up a retry.
+            self.deliver_webhook.send_with_options(args=(delivery_id,), delay=delay)
+            return
+        raise dramatiq.Retry(f"webhook receiver failed: {outcome.error}", delay=delay)
+
+    def _tell_disabled(self, disabled: DisabledEndpoint) -> None:
+        """Email the owner once, right away; a mail server that is down loses this notice
+        (the endpoint's `disabled_at` still records it)."""
+        text = (
+            f"Hello {disabled.owner_name},\n\nYour webhook endpoint {disabled.url} failed "
+            "every delivery for too long and has been disabled. Fix the receiver, then turn it "
+            f"back on: PATCH /api/v1/webhooks/{disabled.endpoint_id} with is_active true.\n"
+        )
+        message = EmailMessage(
+            recipient=disabled.owner_email,
+            subject="Webhook endpoint disabled",
+            text=text,
+            html="<p>" + html.escape(text).replace("\n\n", "</p><p>").replace("\n", "") + "</p>",
+            message_id=f"<webhook-disabled-{disabled.endpoint_id}@zenzefi>",
+        )
+        try:
+            self.mailer.send(message)
+        except MailDeliveryFailed as error:
+            logger.error(
+                "could not tell %s about disabled webhook: %s", disabled.owner_email, error
+            )
 
     def _send_notification(self, notification_id: str) -> None:
         outcome = self._send(UUID(notification_id))
@@ -174,6 +255,8 @@ class WorkerApp:
         overdue = self._due(limit=SWEEP_LIMIT)
         for notification_id in overdue:
             self.send_notification.send(str(notification_id))
+        for delivery_id in self._due_webhooks(limit=SWEEP_LIMIT):
+            self.deliver_webhook.send(str(delivery_id))
         summary = f"outbox-relay: {dispatched} event(s) handed to the broker"
         if left:
             summary += f", {left} left pending (broker unavailable)"
@@ -213,6 +296,8 @@ class WorkerApp:
     def close(self) -> None:
         """Let go of the broker's connections (the core stays its owner's to close)."""
         self.broker.close()
+        if isinstance(self.webhook_sender, HttpxWebhookSender):
+            self.webhook_sender.close()
         client = getattr(self.broker, "client", None)
         if isinstance(client, redis.Redis):
             client.close()
