@@ -162,6 +162,17 @@ def test_an_event_fans_out_once_per_endpoint_even_when_handled_twice(
     records = ListDeliveries(uow_factory)(alice.id, mine.id)
     assert [r.delivery.event_type for r in records] == ["token.purchased"]
 
+    # A test event goes to the endpoint it names only, subscribed or not; its outbox event
+    # and a redelivery's both hand the pending delivery over.
+    test = SendTestWebhook(uow_factory, clock)(alice.id, mine.id)
+    with uow_factory() as uow:
+        [test_event] = [e for e in uow.outbox.pending(limit=100) if e.event_type == "webhook.test"]
+    assert fan_out(test_event.id) == [test.id]
+    Redeliver(uow_factory, clock)(alice.id, mine.id, first[0])
+    with uow_factory() as uow:
+        [again] = [e for e in uow.outbox.pending(limit=100) if e.event_type == "webhook.redelivery"]
+    assert fan_out(again.id) == first
+
 
 def test_a_delivery_retries_on_schedule_with_one_webhook_id(
     uow_factory: UnitOfWorkFactory, clock: FixedClock, alice: User

@@ -160,11 +160,7 @@ def test_failing_twice_then_succeeding_keeps_one_webhook_id(
     alice = account(core, "alice")
     hook = subscribe(core, alice.id, receiver.url, ["webhook.test"])
     receiver.statuses = [500, 503]
-    SendTestWebhook(core.uow, core.clock)(alice.id, hook.endpoint.id)
-    # The API enqueues the test delivery; here the relay's sweep finds it.
-    with core.uow() as uow:
-        [delivery] = uow.webhooks.deliveries_for_endpoint(hook.endpoint.id, limit=1)
-    running.app.deliver_webhook.send(str(delivery.id))
+    delivery = SendTestWebhook(core.uow, core.clock)(alice.id, hook.endpoint.id)
     running.settle()
 
     assert len(receiver.received) == 3
@@ -176,7 +172,6 @@ def test_failing_twice_then_succeeding_keeps_one_webhook_id(
     assert [a.status_code for a in record.attempts] == [500, 503, 200]
 
     Redeliver(core.uow, core.clock)(alice.id, hook.endpoint.id, delivery.id)
-    running.app.deliver_webhook.send(str(delivery.id))
     running.settle()
     assert len(receiver.received) == 4
     assert receiver.received[-1][0]["webhook-id"] == str(delivery.id)
@@ -191,11 +186,9 @@ def test_a_receiver_that_always_fails_ends_failed_and_large_answers_are_cut(
     hook = subscribe(core, alice.id, receiver.url, ["webhook.test"])
     receiver.statuses = [299]
     first = SendTestWebhook(core.uow, core.clock)(alice.id, hook.endpoint.id)
-    running.app.deliver_webhook.send(str(first.id))
     running.settle()
     receiver.statuses = [500] * 4
     second = SendTestWebhook(core.uow, core.clock)(alice.id, hook.endpoint.id)
-    running.app.deliver_webhook.send(str(second.id))
     running.settle()
 
     records = {r.delivery.id: r for r in log(core, alice.id, hook.endpoint.id)}
@@ -214,8 +207,7 @@ def test_a_hanging_receiver_is_cut_at_the_timeout(
     alice = account(core, "alice")
     hook = subscribe(core, alice.id, receiver.url, ["webhook.test"])
     receiver.statuses = [0]
-    test = SendTestWebhook(core.uow, core.clock)(alice.id, hook.endpoint.id)
-    running.app.deliver_webhook.send(str(test.id))
+    SendTestWebhook(core.uow, core.clock)(alice.id, hook.endpoint.id)
     running.settle()
     [record] = log(core, alice.id, hook.endpoint.id)
     assert record.delivery.state is DeliveryState.SUCCEEDED
@@ -242,8 +234,7 @@ def test_loopback_is_refused_at_creation_and_at_delivery_unless_allowed(
         with pytest.raises(InvalidWebhookUrl):
             subscribe(core, alice.id, receiver.url, ["webhook.test"])
         # Created while allowed; the check at delivery time refuses it now.
-        test = SendTestWebhook(core.uow, core.clock)(alice.id, hook.endpoint.id)
-        running.app.deliver_webhook.send(str(test.id))
+        SendTestWebhook(core.uow, core.clock)(alice.id, hook.endpoint.id)
         running.settle()
         assert receiver.received == []
         [record] = log(core, alice.id, hook.endpoint.id)
@@ -255,13 +246,17 @@ def test_loopback_is_refused_at_creation_and_at_delivery_unless_allowed(
         core.close()
 
 
-def test_the_relay_sends_a_delivery_whose_message_was_lost(
+def test_a_test_event_the_broker_missed_goes_out_with_the_relay(
     hooks: tuple[Core, Running], receiver: Receiver
 ) -> None:
     core, running = hooks
     alice = account(core, "alice")
-    hook = subscribe(core, alice.id, receiver.url, ["webhook.test"])
-    SendTestWebhook(core.uow, core.clock)(alice.id, hook.endpoint.id)  # never enqueued
+    hook = subscribe(core, alice.id, receiver.url, ["token.revoked"])
+    publisher, core.publisher = core.publisher, None  # the broker was down at commit
+    SendTestWebhook(core.uow, core.clock)(alice.id, hook.endpoint.id)
+    core.publisher = publisher
+    running.settle()
+    assert receiver.received == []
 
     def swept() -> bool:
         running.app.run_job("outbox-relay")

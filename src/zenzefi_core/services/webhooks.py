@@ -34,6 +34,7 @@ from zenzefi_core.errors import (
 )
 from zenzefi_core.ids import new_id
 from zenzefi_core.ports import AccessCache, Clock, UnitOfWork, UnitOfWorkFactory, WebhookSender
+from zenzefi_core.services.events import record_event
 from zenzefi_core.settings import Settings, WebhookSettings
 from zenzefi_core.webhooks import (
     TEST_EVENT,
@@ -49,6 +50,8 @@ logger = logging.getLogger("zenzefi.webhooks")
 
 #: How much of an error the attempt log keeps.
 _ERROR_LENGTH = 1000
+#: The outbox event of a manual redelivery (not a webhook event: never sent to a receiver).
+REDELIVERY_EVENT = "webhook.redelivery"
 #: Deliveries the log shows at most.
 DELIVERY_LOG_LIMIT = 100
 
@@ -266,7 +269,8 @@ def _new_delivery(
 
 
 class SendTestWebhook:
-    """Queue a `webhook.test` delivery to one endpoint; returns its id for the worker."""
+    """Queue a `webhook.test` delivery to one endpoint. Its outbox event takes it to the
+    worker right after commit (or with the relay), like any other event."""
 
     def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow_factory = uow_factory
@@ -276,9 +280,10 @@ class SendTestWebhook:
         now = self._clock.now()
         with self._uow_factory() as uow:
             endpoint = _owned(uow, user_id, endpoint_id)
-            event_id = new_id()
-            body = message_body(TEST_EVENT, now, {"webhook_id": str(endpoint.id)})
-            delivery = _new_delivery(endpoint, event_id, TEST_EVENT, body, now)
+            data = {"webhook_id": str(endpoint.id)}
+            event = record_event(uow, self._clock, TEST_EVENT, data, user_id=user_id)
+            body = message_body(TEST_EVENT, now, data)
+            delivery = _new_delivery(endpoint, event.id, TEST_EVENT, body, now)
             uow.webhooks.add_delivery(delivery)
             uow.commit()
         return delivery
@@ -320,6 +325,13 @@ class Redeliver:
             if delivery is None or delivery.endpoint_id != endpoint_id:
                 raise WebhookDeliveryNotFound()
             uow.webhooks.requeue_delivery(delivery_id, now)
+            record_event(
+                uow,
+                self._clock,
+                REDELIVERY_EVENT,
+                {"delivery_id": str(delivery_id)},
+                user_id=user_id,
+            )
             uow.commit()
             requeued = uow.webhooks.get_delivery(delivery_id)
         return requeued or delivery
@@ -327,7 +339,12 @@ class Redeliver:
 
 class FanOutEvent:
     """One delivery per subscribed active endpoint of the event's user; returns the deliveries
-    waiting to be sent (new ones, or still pending ones an earlier run created)."""
+    waiting to be sent (new ones, or still pending ones an earlier run created).
+
+    Two events of our own ride the same path, so the API needs nothing but the outbox to reach
+    the worker: `webhook.test` goes to the one endpoint it names (subscribed or not), and
+    `webhook.redelivery` hands an existing delivery over again.
+    """
 
     def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow_factory = uow_factory
@@ -339,10 +356,14 @@ class FanOutEvent:
             event = uow.outbox.get(event_id)
             if event is None or event.user_id is None:
                 return []
+            if event.event_type == REDELIVERY_EVENT:
+                delivery = uow.webhooks.get_delivery(UUID(str(event.payload["delivery_id"])))
+                pending = delivery is not None and delivery.state is DeliveryState.PENDING
+                return [delivery.id] if delivery is not None and pending else []
             endpoints = [
                 e
                 for e in uow.webhooks.active_endpoints()
-                if e.user_id == event.user_id and event.event_type in e.events
+                if e.user_id == event.user_id and self._wants(e, event.event_type, event.payload)
             ]
             if not endpoints:
                 return []
@@ -358,6 +379,12 @@ class FanOutEvent:
                         waiting.append(earlier.id)
             uow.commit()
         return waiting
+
+    @staticmethod
+    def _wants(endpoint: WebhookEndpoint, event_type: str, payload: dict[str, Any]) -> bool:
+        if event_type == TEST_EVENT:
+            return str(payload.get("webhook_id")) == str(endpoint.id)
+        return event_type in endpoint.events
 
 
 class CacheSlots:
