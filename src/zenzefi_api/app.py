@@ -45,6 +45,7 @@ from zenzefi_api.controllers.payments import (
     TopUpController,
 )
 from zenzefi_api.controllers.tokens import TokensController
+from zenzefi_api.controllers.webhooks import WebhooksController
 from zenzefi_api.errors import EXCEPTION_HANDLERS
 from zenzefi_api.health import HealthController, UpstreamProbe
 from zenzefi_api.proxy import ProxyController, ProxyRuntime
@@ -70,6 +71,7 @@ API_V1_CONTROLLERS: list[ControllerRouterHandler] = [
     BundlesController,
     ProxyController,
     NotificationsController,
+    WebhooksController,
 ]
 
 DEPENDENCIES = {
