@@ -5,3 +5,7 @@ framework. The HTTP API (`zenzefi_api`) and the worker (`zenzefi_worker`) are th
 """
 
 __version__ = "0.1.0"
+
+from zenzefi_core.webhooks import verify_webhook
+
+__all__ = ["__version__", "verify_webhook"]

@@ -326,3 +326,36 @@ def test_a_delivery_to_a_url_that_now_resolves_privately_fails_the_attempt(
     assert outcome.error is not None
     assert "private" in outcome.error
     assert receiver.requests == []
+
+
+def test_a_worker_dying_mid_delivery_leads_to_a_redelivery_not_a_loss(
+    uow_factory: UnitOfWorkFactory, clock: FixedClock, alice: User
+) -> None:
+    CreateWebhook(uow_factory, clock, CIPHER, Resolver(), policy())(
+        alice.id, "https://hooks.example.com/in", ["token.purchased"]
+    )
+    [delivery_id] = FanOutEvent(uow_factory, clock)(purchase_event(uow_factory, clock, alice))
+    with uow_factory() as uow:  # a worker claims it, then dies before recording anything
+        assert uow.webhooks.claim_delivery(delivery_id, clock.now(), clock.now() + policy().lease)
+        uow.commit()
+    receiver = FakeReceiver()
+    deliver = deliverer(uow_factory, clock, receiver)
+    due = DueWebhookDeliveries(uow_factory, clock, timedelta(seconds=30))
+    assert deliver(delivery_id).state is None  # its lease still holds
+    assert due(limit=10) == []
+    clock.advance(policy().lease + timedelta(seconds=1))
+    assert due(limit=10) == [delivery_id]
+    assert deliver(delivery_id).state is DeliveryState.SUCCEEDED
+    assert [h["webhook-id"] for _, h, _ in receiver.requests] == [str(delivery_id)]
+
+
+def test_an_endpoint_has_at_most_its_slots_in_flight() -> None:
+    slots = CacheSlots(InProcessCache(), 2, timedelta(seconds=60))
+    endpoint, other = UUID(int=1), UUID(int=2)
+    first, second = slots.acquire(endpoint), slots.acquire(endpoint)
+    assert first is not None
+    assert second is not None
+    assert slots.acquire(endpoint) is None
+    assert slots.acquire(other) is not None  # a busy endpoint does not hold up another
+    slots.release(first)
+    assert slots.acquire(endpoint) == first
