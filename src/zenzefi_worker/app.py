@@ -37,7 +37,7 @@ from zenzefi_core.bootstrap import Core
 from zenzefi_core.domain import OutboxEvent
 from zenzefi_core.errors import BrokerUnavailable, MailDeliveryFailed
 from zenzefi_core.notifications import NotificationPolicy, UnsubscribeLinks
-from zenzefi_core.ports import EmailMessage, Mailer, WebhookSender
+from zenzefi_core.ports import AccessCache, EmailMessage, Mailer, WebhookSender
 from zenzefi_core.services.notifications import (
     DueNotifications,
     QueueEventEmail,
@@ -55,7 +55,7 @@ from zenzefi_core.services.webhooks import (
     WebhookPolicy,
 )
 from zenzefi_core.webhooks import SecretCipher
-from zenzefi_worker.webhooks import HttpxWebhookSender
+from zenzefi_worker.webhooks import HttpxWebhookSender, RedisSlotCache
 
 logger = logging.getLogger("zenzefi.worker")
 
@@ -141,7 +141,7 @@ class WorkerApp:
             self.webhook_sender,
             SocketResolver(),
             CacheSlots(
-                core.access_cache, self.webhook_policy.concurrency, self.webhook_policy.lease
+                self._slot_cache(), self.webhook_policy.concurrency, self.webhook_policy.lease
             ),
             self.webhook_policy,
         )
@@ -174,6 +174,13 @@ class WorkerApp:
             name: self._actor(job.run, JOBS_QUEUE, name=name.replace("-", "_"), max_retries=0)
             for name, job in self.jobs.items()
         }
+
+    def _slot_cache(self) -> AccessCache:
+        """Redis when the broker is Redis, so the slots hold across worker processes."""
+        client = getattr(self.broker, "client", None)
+        if isinstance(client, redis.Redis):
+            return RedisSlotCache(client, self.core.settings.redis.namespace)
+        return self.core.access_cache
 
     def _actor(
         self, fn: Callable[..., Any], queue: str, *, max_retries: int, name: str | None = None

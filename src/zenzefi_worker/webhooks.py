@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 
 import httpx
+import redis
 
 from zenzefi_core.errors import WebhookSendFailed
 from zenzefi_core.settings import WebhookSettings
@@ -51,3 +52,29 @@ class HttpxWebhookSender:
 
     def close(self) -> None:
         self._client.close()
+
+
+class RedisSlotCache:
+    """The core's `AccessCache` on the broker's Redis client, for the per-endpoint delivery
+    slots: with Redis, every worker process counts against the same slots. (The API's own
+    Redis cache lives in `zenzefi_api`, which the worker does not import.)"""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self._client = client
+        self._prefix = f"{namespace}:webhooks:"
+
+    def get(self, key: str) -> str | None:
+        value = self._client.get(self._prefix + key)
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def add(self, key: str, value: str, ttl_seconds: float) -> bool:
+        ttl = max(1, int(ttl_seconds * 1000))
+        return bool(self._client.set(self._prefix + key, value, px=ttl, nx=True))
+
+    def set(self, key: str, value: str, ttl_seconds: float) -> None:
+        self._client.set(self._prefix + key, value, px=max(1, int(ttl_seconds * 1000)))
+
+    def delete(self, key: str) -> None:
+        self._client.delete(self._prefix + key)
