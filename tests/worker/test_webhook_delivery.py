@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from uuid import UUID
@@ -17,9 +17,10 @@ from dramatiq.brokers.stub import StubBroker
 
 from tests.notifications import eventually
 from tests.worker.conftest import Running, account
-from zenzefi_core.adapters.mail import SmtpMailer
+from zenzefi_core.adapters.mail import MemoryMailer, SmtpMailer
 from zenzefi_core.adapters.resolver import SocketResolver
 from zenzefi_core.bootstrap import Core
+from zenzefi_core.clock import FixedClock
 from zenzefi_core.domain.webhooks import DeliveryState
 from zenzefi_core.errors import InvalidWebhookUrl
 from zenzefi_core.security import fast_password_hasher
@@ -29,6 +30,7 @@ from zenzefi_core.services.webhooks import (
     CreateWebhook,
     DeliveryRecord,
     ListDeliveries,
+    ListWebhooks,
     Redeliver,
     SendTestWebhook,
     WebhookPolicy,
@@ -265,3 +267,39 @@ def test_a_test_event_the_broker_missed_goes_out_with_the_relay(
 
     eventually(swept, timeout=timedelta(seconds=20).total_seconds())
     verify_webhook(hook.secret, *receiver.received[0])
+
+
+def test_an_endpoint_failing_for_five_days_is_disabled_and_its_owner_emailed(
+    settings: Settings, receiver: Receiver
+) -> None:
+    clock = FixedClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
+    core = Core.from_settings(
+        settings.model_copy(update={"webhook_allow_private": True, "webhooks": FAST}),
+        clock=clock,
+        hasher=fast_password_hasher(),
+    )
+    mailer = MemoryMailer()
+    running = Running(WorkerApp(core, StubBroker(), mailer=mailer))
+    running.worker.start()
+    try:
+        alice = account(core, "alice")
+        hook = subscribe(core, alice.id, receiver.url, ["webhook.test"])
+        receiver.statuses = [500] * 100
+        for _ in range(6):
+            SendTestWebhook(core.uow, core.clock)(alice.id, hook.endpoint.id)
+            running.settle()
+            clock.advance(timedelta(days=1))
+        [endpoint] = ListWebhooks(core.uow)(alice.id)
+        assert not endpoint.is_active
+        [email] = mailer.sent
+        assert email.recipient == alice.email
+        assert email.subject == "Webhook endpoint disabled"
+        assert receiver.url in email.text
+        # Disabled: the next test event is not attempted.
+        SendTestWebhook(core.uow, core.clock)(alice.id, hook.endpoint.id)
+        running.settle()
+        assert len(receiver.received) == 6
+    finally:
+        running.worker.stop(timeout=5_000)
+        running.app.close()
+        core.close()
