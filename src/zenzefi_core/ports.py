@@ -482,8 +482,8 @@ class WebhookRepository(Protocol):
         """The user's endpoints, oldest first."""
         ...
 
-    def active_endpoints(self) -> list[WebhookEndpoint]:
-        """Every active endpoint (the fan-out filters them by event)."""
+    def active_endpoints(self, user_id: UUID) -> list[WebhookEndpoint]:
+        """The user's active endpoints (the fan-out filters them by event)."""
         ...
 
     def update_endpoint(self, endpoint: WebhookEndpoint) -> None:

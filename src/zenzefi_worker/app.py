@@ -15,7 +15,7 @@ Actors, by queue:
 - `webhooks`: `deliver_webhook(delivery_id)` makes one attempt at one webhook delivery
   (`handle_event` fans each event out to the subscribed endpoints first); a failure is retried
   after the next delay of the webhook schedule, an endpoint with every slot busy is tried again
-  a second later, and an endpoint disabled by its failures has its owner emailed.
+  200 ms later, and an endpoint disabled by its failures has its owner emailed.
 - `jobs`: one actor per periodic job, so a job can also be run by a worker on demand.
 """
 

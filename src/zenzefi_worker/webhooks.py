@@ -27,9 +27,8 @@ class HttpxWebhookSender:
             follow_redirects=False,
             timeout=httpx.Timeout(self._timeout),
             headers={"user-agent": "Zenzefi-Webhooks/1"},
-            # A fresh resolution per connection matters more than reuse: the URL was checked
-            # against the addresses it resolves to right before this attempt.
-            limits=httpx.Limits(max_keepalive_connections=0),
+            # Kept-alive connections go to an address that was checked when they opened.
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
         )
 
     def post(self, url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:

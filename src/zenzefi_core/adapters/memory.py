@@ -725,8 +725,10 @@ class _WebhookRepository:
         found = [e for e in self._t.webhook_endpoints.values() if e.user_id == user_id]
         return sorted(found, key=lambda e: (e.created_at, e.id))
 
-    def active_endpoints(self) -> list[WebhookEndpoint]:
-        found = [e for e in self._t.webhook_endpoints.values() if e.is_active]
+    def active_endpoints(self, user_id: UUID) -> list[WebhookEndpoint]:
+        found = [
+            e for e in self._t.webhook_endpoints.values() if e.is_active and e.user_id == user_id
+        ]
         return sorted(found, key=lambda e: (e.created_at, e.id))
 
     def update_endpoint(self, endpoint: WebhookEndpoint) -> None:

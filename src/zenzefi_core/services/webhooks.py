@@ -362,8 +362,8 @@ class FanOutEvent:
                 return [delivery.id] if delivery is not None and pending else []
             endpoints = [
                 e
-                for e in uow.webhooks.active_endpoints()
-                if e.user_id == event.user_id and self._wants(e, event.event_type, event.payload)
+                for e in uow.webhooks.active_endpoints(event.user_id)
+                if self._wants(e, event.event_type, event.payload)
             ]
             if not endpoints:
                 return []
@@ -430,7 +430,7 @@ class WebhookOutcome:
 
 
 #: How long a delivery waits when its endpoint has every slot busy.
-BUSY_RETRY = timedelta(seconds=1)
+BUSY_RETRY = timedelta(milliseconds=200)
 
 
 class DeliverWebhook:

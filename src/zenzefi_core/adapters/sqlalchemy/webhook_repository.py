@@ -110,10 +110,10 @@ class SqlWebhookRepository:
         )
         return [_endpoint(row) for row in rows]
 
-    def active_endpoints(self) -> list[WebhookEndpoint]:
+    def active_endpoints(self, user_id: UUID) -> list[WebhookEndpoint]:
         rows = self._c.execute(
             select(webhook_endpoints)
-            .where(webhook_endpoints.c.is_active.is_(True))
+            .where(webhook_endpoints.c.user_id == user_id, webhook_endpoints.c.is_active.is_(True))
             .order_by(webhook_endpoints.c.created_at, webhook_endpoints.c.id)
         )
         return [_endpoint(row) for row in rows]
