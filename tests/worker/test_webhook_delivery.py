@@ -38,6 +38,7 @@ from zenzefi_core.services.webhooks import (
 from zenzefi_core.settings import Settings, WebhookSettings
 from zenzefi_core.webhooks import SecretCipher, verify_webhook
 from zenzefi_worker.app import WorkerApp
+from zenzefi_worker.webhooks import HttpxWebhookSender
 
 FAST = WebhookSettings(retry_delays_seconds=[0.1, 0.1, 0.1], timeout_seconds=1.0)
 
@@ -62,6 +63,8 @@ class Receiver:
                     return
                 payload = b"x" * 100_000 if status == 299 else b"thanks"
                 self.send_response(status)
+                if status == 302:
+                    self.send_header("Location", receiver.url)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -303,3 +306,14 @@ def test_an_endpoint_failing_for_five_days_is_disabled_and_its_owner_emailed(
         running.worker.stop(timeout=5_000)
         running.app.close()
         core.close()
+
+
+def test_redirects_are_not_followed(receiver: Receiver) -> None:
+    sender = HttpxWebhookSender(FAST)
+    try:
+        receiver.statuses = [302]
+        status, _ = sender.post(receiver.url, {"webhook-id": "msg"}, b"{}")
+    finally:
+        sender.close()
+    assert status == 302
+    assert len(receiver.received) == 1
