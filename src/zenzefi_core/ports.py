@@ -501,6 +501,10 @@ class WebhookRepository(Protocol):
 
     def get_delivery(self, delivery_id: UUID) -> WebhookDelivery | None: ...
 
+    def delivery_for(self, event_id: UUID, endpoint_id: UUID) -> WebhookDelivery | None:
+        """The endpoint's delivery of this event, if the event was fanned out already."""
+        ...
+
     def deliveries_for_endpoint(self, endpoint_id: UUID, *, limit: int) -> list[WebhookDelivery]:
         """The endpoint's deliveries, newest first."""
         ...

@@ -760,6 +760,12 @@ class _WebhookRepository:
     def get_delivery(self, delivery_id: UUID) -> WebhookDelivery | None:
         return self._t.webhook_deliveries.get(delivery_id)
 
+    def delivery_for(self, event_id: UUID, endpoint_id: UUID) -> WebhookDelivery | None:
+        for delivery in self._t.webhook_deliveries.values():
+            if (delivery.event_id, delivery.endpoint_id) == (event_id, endpoint_id):
+                return delivery
+        return None
+
     def deliveries_for_endpoint(self, endpoint_id: UUID, *, limit: int) -> list[WebhookDelivery]:
         found = [d for d in self._t.webhook_deliveries.values() if d.endpoint_id == endpoint_id]
         found.sort(key=lambda d: (d.created_at, d.id), reverse=True)

@@ -374,9 +374,9 @@ class FanOutEvent:
                 if uow.webhooks.add_delivery(delivery):
                     waiting.append(delivery.id)
                     continue
-                for earlier in uow.webhooks.deliveries_for_endpoint(endpoint.id, limit=1_000):
-                    if earlier.event_id == event.id and earlier.state is DeliveryState.PENDING:
-                        waiting.append(earlier.id)
+                earlier = uow.webhooks.delivery_for(event.id, endpoint.id)
+                if earlier is not None and earlier.state is DeliveryState.PENDING:
+                    waiting.append(earlier.id)
             uow.commit()
         return waiting
 

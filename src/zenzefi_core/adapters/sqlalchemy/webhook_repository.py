@@ -166,6 +166,15 @@ class SqlWebhookRepository:
         ).first()
         return None if row is None else _delivery(row)
 
+    def delivery_for(self, event_id: UUID, endpoint_id: UUID) -> WebhookDelivery | None:
+        row = self._c.execute(
+            select(webhook_deliveries).where(
+                webhook_deliveries.c.event_id == event_id,
+                webhook_deliveries.c.endpoint_id == endpoint_id,
+            )
+        ).first()
+        return None if row is None else _delivery(row)
+
     def deliveries_for_endpoint(self, endpoint_id: UUID, *, limit: int) -> list[WebhookDelivery]:
         rows = self._c.execute(
             select(webhook_deliveries)
