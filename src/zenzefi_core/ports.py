@@ -361,9 +361,19 @@ class NotificationLogRepository(Protocol):
 
 
 class TokenNoticeRepository(Protocol):
-    def claim_expiring(self, now: datetime, until: datetime, *, limit: int) -> list[AccessToken]:
+    def claim_expiring(
+        self,
+        now: datetime,
+        until: datetime,
+        *,
+        limit: int,
+        after: datetime | None = None,
+    ) -> list[AccessToken]:
         """Tokens not revoked that expire after `now` and no later than `until`, and that no
         earlier scan has claimed: records each one as told and returns them, soonest first.
+
+        `after` (the last `expires_at` the previous batch returned) lets a scan walk the window
+        instead of skipping past every token it already claimed at each batch.
 
         The same two statements however many tokens there are: one select, one insert that
         skips any token a concurrent scan claimed in the meantime (and leaves it out of the

@@ -558,3 +558,20 @@ def test_rolled_back_events_are_never_handed_over(store: MemoryStore, clock: Fix
         uow.commit()
         uow.outbox.add(OutboxEvent(new_id(), "test.event", {}, clock.now()))
     assert [e.id for e in publisher.published] == [kept.id]
+
+
+def test_the_scan_walks_on_and_starts_over_once_it_reaches_the_end(
+    store: MemoryStore, clock: FixedClock
+) -> None:
+    shop = Shop(store.unit_of_work, clock, ShopPolicy())
+    alice = open_account(store.unit_of_work, clock, "alice", balance="500.00")
+    for _ in range(4):
+        token = shop.purchase_token(TokenOrder(user_id=alice.id, duration_hours=12)).token
+        start_clock(store.unit_of_work, token, clock.now())
+    scan = ScanExpiringTokens(store.unit_of_work, clock, batch_size=2)
+    assert [scan(), scan()] == [2, 2]
+    # Mid-walk, a token that expires sooner than those already claimed becomes due: the walk
+    # reaches its end first, then starts over and finds it.
+    early = shop.purchase_token(TokenOrder(user_id=alice.id, duration_hours=1)).token
+    start_clock(store.unit_of_work, early, clock.now())
+    assert [scan(), scan(), scan()] == [0, 1, 0]

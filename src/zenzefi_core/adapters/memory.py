@@ -619,13 +619,21 @@ class _TokenNoticeRepository:
     def __init__(self, tables: _Tables) -> None:
         self._t = tables
 
-    def claim_expiring(self, now: datetime, until: datetime, *, limit: int) -> list[AccessToken]:
+    def claim_expiring(
+        self,
+        now: datetime,
+        until: datetime,
+        *,
+        limit: int,
+        after: datetime | None = None,
+    ) -> list[AccessToken]:
         candidates = [
             t
             for t in self._t.tokens.values()
             if t.revoked_at is None
             and t.expires_at is not None
             and now < t.expires_at <= until
+            and (after is None or t.expires_at >= after)
             and (t.id, _EXPIRING) not in self._t.token_notices
         ]
         candidates.sort(key=lambda t: (t.expires_at, t.id))

@@ -217,18 +217,29 @@ class SqlTokenNoticeRepository:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
 
-    def claim_expiring(self, now: datetime, until: datetime, *, limit: int) -> list[AccessToken]:
+    def claim_expiring(
+        self,
+        now: datetime,
+        until: datetime,
+        *,
+        limit: int,
+        after: datetime | None = None,
+    ) -> list[AccessToken]:
         told = exists().where(
             token_notices.c.token_id == access_tokens.c.id, token_notices.c.kind == EXPIRING
         )
+        where = [
+            access_tokens.c.revoked_at.is_(None),
+            access_tokens.c.expires_at > now,
+            access_tokens.c.expires_at <= until,
+            ~told,
+        ]
+        if after is not None:
+            # Ties on `after` are read again; the anti-join leaves out those already claimed.
+            where.append(access_tokens.c.expires_at >= after)
         rows = self._c.execute(
             select(access_tokens)
-            .where(
-                access_tokens.c.revoked_at.is_(None),
-                access_tokens.c.expires_at > now,
-                access_tokens.c.expires_at <= until,
-                ~told,
-            )
+            .where(*where)
             .order_by(access_tokens.c.expires_at, access_tokens.c.id)
             .limit(limit)
         )
