@@ -43,10 +43,15 @@ class SmtpSettings(BaseSettings):
 
     #: Unset: emails are written as files under `DATA_DIR/mailbox`.
     host: str | None = None
+    #: 587 for STARTTLS (submission); the port of a local relay otherwise.
     port: int = 587
+    #: Login name at the mail server; unset: no login.
     username: str | None = None
     password: SecretStr | None = None
+    #: The sender of every email, as `Name <address>`.
     from_: str = Field(default="Zenzefi <no-reply@localhost>", alias="ZENZEFI_SMTP_FROM")
+    #: Upgrade the connection with STARTTLS (the server's certificate is verified against the
+    #: system's CAs) before logging in.
     starttls: bool = True
     #: How long to wait for the mail server to connect or answer, in seconds.
     timeout_seconds: float = Field(default=10.0, gt=0)
@@ -62,6 +67,7 @@ class UpstreamSettings(BaseSettings):
     verify_tls: bool = True
     #: A PEM file of CA certificates to verify the upstream with, instead of the system's.
     ca_file: Path | None = None
+    #: Longest wait for a connection to the upstream; then 502.
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     #: Longest wait for the upstream's next bytes (not for the whole response); then 504.
     read_timeout_seconds: float = Field(default=60.0, gt=0)
@@ -92,6 +98,7 @@ class PaymentSettings(BaseSettings):
     checkout_url: str | None = None
     #: Lets a superuser settle a pending payment by hand (local use only). Off by default.
     dev_mode: bool = False
+    #: Exchange rate of top-ups: the provider charges this many roubles per ZNC.
     rub_per_znc: Decimal = Field(default=Decimal("10"), gt=0)
     #: How old (seconds) a signed callback may be before it is refused as a possible replay.
     callback_tolerance_seconds: int = Field(default=300, gt=0)
@@ -146,8 +153,11 @@ class RateLimitSettings(BaseSettings):
 
     #: Off only for load tests; an exposed server without it invites password guessing.
     enabled: bool = True
+    #: Login attempts per client address within the window; beyond them 429.
     login_attempts: int = Field(default=10, gt=0)
+    #: Registrations per client address within the window; beyond them 429.
     register_attempts: int = Field(default=5, gt=0)
+    #: The length of the sliding window, in seconds.
     window_seconds: float = Field(default=60.0, gt=0)
 
 
@@ -171,8 +181,12 @@ class SchedulerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ZENZEFI_SCHEDULER_", extra="ignore")
 
+    #: How often pending outbox events, overdue emails and overdue webhook deliveries are
+    #: handed to the broker again.
     outbox_relay_seconds: float = Field(default=30.0, gt=0)
+    #: How often tokens about to expire are looked for, to tell their owners.
     token_expiry_scan_seconds: float = Field(default=300.0, gt=0)
+    #: How often idle proxy sessions are closed and expired tokens reported.
     session_cleanup_seconds: float = Field(default=600.0, gt=0)
     #: How long the active scheduler's lock lives without renewal: a scheduler that dies is
     #: replaced after at most this long.
@@ -209,11 +223,18 @@ class WebhookSettings(BaseSettings):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZENZEFI_", extra="ignore")
 
+    #: Where the embedded default keeps its SQLite database, generated secret key and mailbox.
     data_dir: Path = Path("zenzefi-data")
+    #: Signs login tokens, unsubscribe links and (unless set apart) payment callbacks; unset: one
+    #: is generated once and kept in `DATA_DIR/secret_key`. Every process must share it.
     secret_key: SecretStr | None = None
+    #: The address users reach the service at: the base of links in emails and payment pages.
     public_url: str = "http://127.0.0.1:8000"
+    #: Allow webhook URLs that resolve to private, loopback or link-local addresses.
     webhook_allow_private: bool = False
+    #: How often each API process writes the proxy usage it counted to the database.
     usage_flush_seconds: float = Field(default=5.0, gt=0)
+    #: A debit that takes a balance from at or above this to below it emails a warning.
     low_balance_threshold: Decimal = Decimal("10.00")
     #: The largest amount one request may move (credit, top-up); larger is refused with 422.
     max_amount: Decimal = Decimal("1000000.00")
