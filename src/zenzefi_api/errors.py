@@ -82,8 +82,15 @@ def _body(status: int, detail: str) -> ErrorBody:
     return ErrorBody(status_code=status, detail=detail)
 
 
-def domain_error(_: Request[Any, Any, Any], error: DomainError) -> Response[ErrorBody]:
+def domain_error(
+    _: Request[Any, Any, Any], error: DomainError
+) -> Response[ErrorBody | ValidationErrorBody]:
     status = status_for(error)
+    if status == 422:
+        # Every 422 has the shape the schema documents for it; a domain rule names its field
+        # in the message rather than in `errors`.
+        body = ValidationErrorBody(status_code=422, detail=str(error), errors=[])
+        return Response(body, status_code=422)
     headers = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
