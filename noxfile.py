@@ -1,4 +1,5 @@
-"""Build and test sessions. `nox` with no arguments lints and runs the whole test suite."""
+"""Build and test sessions. `nox` with no arguments lints, fuzzes the API and runs the whole
+test suite."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "fuzz", "tests"]
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = False
 
@@ -30,3 +31,12 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     workers = os.environ.get("ZENZEFI_TEST_WORKERS", "auto")
     session.run("pytest", "-n", workers, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """Schemathesis against the live API, as a user and as an operator: fails on any 5xx, an
+    undocumented status, a body or content type the schema does not describe, or a broken
+    ledger. ZENZEFI_FUZZ_EXAMPLES (default 25 per operation) and ZENZEFI_FUZZ_SEED tune it."""
+    session.install("-e", ".[server]", "schemathesis>=4.32,<5")
+    session.run("python", "tests/fuzz/run_schemathesis.py", *session.posargs)
