@@ -2,9 +2,19 @@
 
 The core cannot import redis, so the adapter lives here; it implements the core's `AccessCache`.
 Keys carry the configured namespace, so deployments and test runs can share one Redis.
+
+The cache is only a shortcut: the database can decide everything it holds. So while Redis cannot
+be reached the adapter behaves as an empty cache that keeps nothing (every read a miss, every
+write dropped) instead of failing the request, and the proxy keeps serving from the database.
 """
 
 from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 
@@ -12,35 +22,105 @@ from zenzefi_core.adapters.cache import InProcessCache
 from zenzefi_core.ports import AccessCache
 from zenzefi_core.settings import Settings
 
+logger = logging.getLogger("zenzefi.cache")
+T = TypeVar("T")
+
+#: After a failure Redis is left alone this long: the proxy reads it on the event loop, so an
+#: outage must not cost every request a connection attempt.
+RETRY_AFTER_FAILURE_SECONDS = 1.0
+#: Connecting to a healthy Redis on the local network takes a millisecond; much longer is down.
+CONNECT_TIMEOUT_SECONDS = 1.0
+
 
 def _milliseconds(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
 class RedisAccessCache:
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    """The `AccessCache` in Redis; an empty cache that keeps nothing while Redis is down.
+
+    A dropped write is harmless for the proxy: a missing token entry sends the next request to
+    the database, which fills it again. A ban's tombstone lost this way (Redis unreachable from
+    this process, yet keeping its data for others) lets a device that already held the token
+    keep it until its hold is re-read, at most `PROXY_DEVICE_RECHECK_SECONDS` later; that
+    read goes to the database, which refuses the banned owner.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str,
+        *,
+        retry_after_seconds: float = RETRY_AFTER_FAILURE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._prefix = f"{namespace}:cache:"
+        self._retry_after = retry_after_seconds
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._down_until: float | None = None
 
     @classmethod
     def from_url(cls, url: str, namespace: str) -> RedisAccessCache:
-        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2.0)
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=2.0,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        )
         return cls(client, namespace)
 
+    @property
+    def available(self) -> bool:
+        """False while Redis is being left alone after a failure."""
+        down_until = self._down_until
+        return down_until is None or self._monotonic() >= down_until
+
+    def _call(self, operation: Callable[[], T], fallback: T) -> T:
+        if not self.available:
+            return fallback
+        try:
+            result = operation()
+        except redis.RedisError as error:
+            with self._lock:
+                first = self._down_until is None
+                self._down_until = self._monotonic() + self._retry_after
+            if first:
+                logger.warning(
+                    "token cache unreachable, the database answers until it is back: %s: %s",
+                    type(error).__name__,
+                    error,
+                )
+            return fallback
+        if self._down_until is not None:
+            with self._lock:
+                recovered = self._down_until is not None
+                self._down_until = None
+            if recovered:
+                logger.warning("token cache reachable again")
+        return result
+
     def get(self, key: str) -> str | None:
-        value = self._client.get(self._prefix + key)
+        value = self._call(lambda: self._client.get(self._prefix + key), None)
         return None if value is None else str(value)
 
     def add(self, key: str, value: str, ttl_seconds: float) -> bool:
-        return bool(
-            self._client.set(self._prefix + key, value, px=_milliseconds(ttl_seconds), nx=True)
-        )
+        def store() -> bool:
+            return bool(
+                self._client.set(self._prefix + key, value, px=_milliseconds(ttl_seconds), nx=True)
+            )
+
+        return self._call(store, False)
 
     def set(self, key: str, value: str, ttl_seconds: float) -> None:
-        self._client.set(self._prefix + key, value, px=_milliseconds(ttl_seconds))
+        self._call(
+            lambda: self._client.set(self._prefix + key, value, px=_milliseconds(ttl_seconds)),
+            None,
+        )
 
     def delete(self, key: str) -> None:
-        self._client.delete(self._prefix + key)
+        self._call(lambda: self._client.delete(self._prefix + key), None)
 
     def close(self) -> None:
         self._client.close()
