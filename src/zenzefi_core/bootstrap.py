@@ -18,6 +18,7 @@ from zenzefi_core.ports import (
     AccessCache,
     Clock,
     EventPublisher,
+    LedgerObserver,
     PasswordHasher,
     PaymentProvider,
     UnitOfWork,
@@ -39,6 +40,8 @@ class Core:
     #: Set by the worker wiring (`zenzefi_worker.WorkerApp`): units of work then hand the events
     #: they committed to the broker at once. Unset, events wait for the periodic relay.
     publisher: EventPublisher | None = None
+    #: Set by the API's metrics: told of every ledger entry a unit of work committed.
+    ledger_observer: LedgerObserver | None = None
 
     @classmethod
     def from_settings(
@@ -59,9 +62,9 @@ class Core:
 
     def uow(self) -> UnitOfWork:
         if self.publisher is None:
-            return self.database.unit_of_work()
+            return self.database.unit_of_work(on_ledger=self.ledger_observer)
         hand_over = PublishCommittedEvents(self.database.unit_of_work, self.clock, self.publisher)
-        return self.database.unit_of_work(after_commit=hand_over)
+        return self.database.unit_of_work(after_commit=hand_over, on_ledger=self.ledger_observer)
 
     @cached_property
     def payment_provider(self) -> PaymentProvider:

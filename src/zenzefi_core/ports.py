@@ -56,6 +56,14 @@ class Page(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxBacklog:
+    """Events written but not yet handed to the broker, and when the oldest was written."""
+
+    pending: int
+    oldest_created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerDiscrepancy:
     """A user whose wallet breaks an invariant: balance ≠ sum of entries, or balance < 0."""
 
@@ -173,6 +181,11 @@ class OutboxRepository(Protocol):
 
     def mark_dispatched(self, event_ids: Sequence[UUID], at: datetime) -> None: ...
 
+    def backlog(self) -> OutboxBacklog:
+        """How many events wait for the broker and the oldest one's `created_at`; one indexed
+        aggregate, cheap enough for every metrics scrape."""
+        ...
+
 
 class IdempotencyRepository(Protocol):
     def get(self, user_id: UUID, key: str) -> IdempotencyRecord | None: ...
@@ -248,6 +261,11 @@ class TokenRepository(Protocol):
     def revoke(self, token_id: UUID, at: datetime) -> bool:
         """Revoke a token never activated; one conditional statement, so a revocation racing an
         activation (or another revocation) cannot both win. False when nothing changed."""
+        ...
+
+    def count_running(self, now: datetime) -> int:
+        """Tokens activated and not yet expired at `now` (an activated token cannot be
+        revoked); one indexed count on `expires_at`."""
         ...
 
 
@@ -472,6 +490,10 @@ class ProxySessionRepository(Protocol):
         """The token's sessions, oldest first."""
         ...
 
+    def count_open(self) -> int:
+        """Sessions not ended (one device holding each token); one indexed count."""
+        ...
+
 
 class TokenExpiryRepository(Protocol):
     def claim_expired(self, now: datetime, *, limit: int) -> list[AccessToken]:
@@ -648,3 +670,8 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 #: the process hands them to the broker at once instead of waiting for the relay. It must not
 #: raise; whatever it cannot hand over stays pending for the relay.
 AfterCommit = Callable[[Sequence[OutboxEvent]], None]
+
+#: What a unit of work calls once its block has ended, with the ledger entries it committed
+#: (the API counts purchases, revenue and bonuses from them for its metrics). Entries that were
+#: rolled back never reach it. It must not raise.
+LedgerObserver = Callable[[Sequence[LedgerEntry]], None]

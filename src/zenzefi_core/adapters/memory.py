@@ -42,7 +42,7 @@ from zenzefi_core.domain.webhooks import (
 )
 from zenzefi_core.errors import Conflict, DuplicateUser, IdempotencyConflict
 from zenzefi_core.money import ZERO
-from zenzefi_core.ports import AfterCommit, LedgerDiscrepancy, Page
+from zenzefi_core.ports import AfterCommit, LedgerDiscrepancy, LedgerObserver, OutboxBacklog, Page
 
 
 @dataclasses.dataclass
@@ -101,8 +101,10 @@ class MemoryStore:
         self.lock = threading.RLock()
         self.tables = _Tables()
 
-    def unit_of_work(self, after_commit: AfterCommit | None = None) -> InMemoryUnitOfWork:
-        return InMemoryUnitOfWork(self, after_commit)
+    def unit_of_work(
+        self, after_commit: AfterCommit | None = None, on_ledger: LedgerObserver | None = None
+    ) -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(self, after_commit, on_ledger)
 
 
 class _UserRepository:
@@ -202,9 +204,12 @@ class _UserRepository:
 class _LedgerRepository:
     def __init__(self, tables: _Tables) -> None:
         self._t = tables
+        #: Entries added in the current transaction, for the unit of work's ledger observer.
+        self.added: list[LedgerEntry] = []
 
     def add(self, entry: LedgerEntry) -> None:
         self._t.ledger.append(entry)
+        self.added.append(entry)
 
     def list_for_user(
         self,
@@ -293,6 +298,10 @@ class _OutboxRepository:
                 self._t.outbox[event_id] = dataclasses.replace(
                     event, dispatched_at=at, attempts=event.attempts + 1
                 )
+
+    def backlog(self) -> OutboxBacklog:
+        waiting = [e.created_at for e in self._t.outbox.values() if e.dispatched_at is None]
+        return OutboxBacklog(pending=len(waiting), oldest_created_at=min(waiting, default=None))
 
 
 class _IdempotencyRepository:
@@ -424,6 +433,11 @@ class _TokenRepository:
             return False
         self._t.tokens[token_id] = dataclasses.replace(token, revoked_at=at)
         return True
+
+    def count_running(self, now: datetime) -> int:
+        return sum(
+            1 for t in self._t.tokens.values() if t.expires_at is not None and t.expires_at > now
+        )
 
 
 class _BundleRepository:
@@ -698,6 +712,9 @@ class _ProxySessionRepository:
         sessions = [s for s in self._t.proxy_sessions.values() if s.token_id == token_id]
         return sorted(sessions, key=lambda s: (s.started_at, s.id))
 
+    def count_open(self) -> int:
+        return sum(1 for s in self._t.proxy_sessions.values() if s.ended_at is None)
+
 
 class _TokenExpiryRepository:
     def __init__(self, tables: _Tables) -> None:
@@ -857,12 +874,19 @@ class InMemoryUnitOfWork:
     token_expiries: _TokenExpiryRepository
     webhooks: _WebhookRepository
 
-    def __init__(self, store: MemoryStore, after_commit: AfterCommit | None = None) -> None:
+    def __init__(
+        self,
+        store: MemoryStore,
+        after_commit: AfterCommit | None = None,
+        on_ledger: LedgerObserver | None = None,
+    ) -> None:
         self._store = store
         self._working: _Tables | None = None
         self.committed = False
         self._after_commit = after_commit
+        self._on_ledger = on_ledger
         self._committed_events: list[OutboxEvent] = []
+        self._committed_entries: list[LedgerEntry] = []
 
     def __enter__(self) -> Self:
         self._store.lock.acquire()
@@ -879,6 +903,9 @@ class InMemoryUnitOfWork:
         self._working = None
         self._store.lock.release()
         # Outside the store lock, like the SQL adapter's hook runs outside its transaction.
+        entries, self._committed_entries = self._committed_entries, []
+        if entries and self._on_ledger is not None:
+            self._on_ledger(entries)
         events, self._committed_events = self._committed_events, []
         if events and self._after_commit is not None:
             self._after_commit(events)
@@ -888,6 +915,7 @@ class InMemoryUnitOfWork:
             raise RuntimeError("commit() outside the unit of work's `with` block")
         self._store.tables = self._working
         self._committed_events.extend(self.outbox.added)
+        self._committed_entries.extend(self.ledger.added)
         # Later work in the same block starts from what was just committed.
         self._working = self._working.copy()
         self._rebind(self._working)

@@ -8,7 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from zenzefi_core.adapters.sqlalchemy.engine import make_engine
 from zenzefi_core.adapters.sqlalchemy.migrate import upgrade
 from zenzefi_core.adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
-from zenzefi_core.ports import AfterCommit
+from zenzefi_core.ports import AfterCommit, LedgerObserver
 
 
 class Database:
@@ -20,8 +20,10 @@ class Database:
         """The URL without its password, for logs and messages."""
         return self.engine.url.render_as_string(hide_password=True)
 
-    def unit_of_work(self, after_commit: AfterCommit | None = None) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self.engine, after_commit)
+    def unit_of_work(
+        self, after_commit: AfterCommit | None = None, on_ledger: LedgerObserver | None = None
+    ) -> SqlAlchemyUnitOfWork:
+        return SqlAlchemyUnitOfWork(self.engine, after_commit, on_ledger)
 
     def migrate(self) -> None:
         upgrade(self.engine)

@@ -29,7 +29,7 @@ from zenzefi_core.domain import (
 )
 from zenzefi_core.errors import DuplicateUser, IdempotencyConflict
 from zenzefi_core.money import ZERO
-from zenzefi_core.ports import LedgerDiscrepancy, Page
+from zenzefi_core.ports import LedgerDiscrepancy, OutboxBacklog, Page
 
 
 def _cents(expression: Any) -> Any:
@@ -209,6 +209,8 @@ def _entry(row: Row[Any]) -> LedgerEntry:
 class SqlLedgerRepository:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
+        #: Entries added in the current transaction, for the unit of work's ledger observer.
+        self.added: list[LedgerEntry] = []
 
     def add(self, entry: LedgerEntry) -> None:
         self._c.execute(
@@ -224,6 +226,7 @@ class SqlLedgerRepository:
                 created_at=entry.created_at,
             )
         )
+        self.added.append(entry)
 
     def list_for_user(
         self,
@@ -362,6 +365,15 @@ class SqlOutboxRepository:
             .where(outbox_events.c.id.in_(list(event_ids)), outbox_events.c.dispatched_at.is_(None))
             .values(dispatched_at=at, attempts=outbox_events.c.attempts + 1)
         )
+
+    def backlog(self) -> OutboxBacklog:
+        # Both aggregates read the (dispatched_at, created_at) index only.
+        row = self._c.execute(
+            select(func.count(), func.min(outbox_events.c.created_at)).where(
+                outbox_events.c.dispatched_at.is_(None)
+            )
+        ).one()
+        return OutboxBacklog(pending=int(row[0]), oldest_created_at=row[1])
 
 
 class SqlIdempotencyRepository:

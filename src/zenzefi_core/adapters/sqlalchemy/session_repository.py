@@ -7,7 +7,18 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, Table, bindparam, case, exists, select, text, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Table,
+    bindparam,
+    case,
+    exists,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from zenzefi_core.adapters.sqlalchemy.tables import (
@@ -142,6 +153,14 @@ class SqlProxySessionRepository:
             .order_by(proxy_sessions.c.started_at, proxy_sessions.c.id)
         )
         return [_session(row) for row in rows]
+
+    def count_open(self) -> int:
+        # Served by the (ended_at, last_activity) index.
+        return int(
+            self._c.execute(
+                select(func.count()).where(proxy_sessions.c.ended_at.is_(None))
+            ).scalar_one()
+        )
 
 
 class SqlTokenExpiryRepository:

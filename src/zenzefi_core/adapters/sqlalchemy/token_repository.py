@@ -135,3 +135,11 @@ class SqlTokenRepository:
             update(access_tokens).where(*self._unstarted(token_id)).values(revoked_at=at)
         )
         return result.rowcount == 1
+
+    def count_running(self, now: datetime) -> int:
+        # `expires_at` is set exactly when a token is activated: a range on its index.
+        return int(
+            self._c.execute(
+                select(func.count()).where(access_tokens.c.expires_at > now)
+            ).scalar_one()
+        )

@@ -29,9 +29,9 @@ from zenzefi_core.adapters.sqlalchemy.session_repository import (
 )
 from zenzefi_core.adapters.sqlalchemy.token_repository import SqlTokenRepository
 from zenzefi_core.adapters.sqlalchemy.webhook_repository import SqlWebhookRepository
-from zenzefi_core.domain import OutboxEvent
+from zenzefi_core.domain import LedgerEntry, OutboxEvent
 from zenzefi_core.errors import StorageUnavailable
-from zenzefi_core.ports import AfterCommit
+from zenzefi_core.ports import AfterCommit, LedgerObserver
 
 
 def _unavailable(error: BaseException | None) -> bool:
@@ -48,7 +48,8 @@ class SqlAlchemyUnitOfWork:
     The connection begins its transaction on the first statement (SQLAlchemy's autobegin) and
     again after each commit, so a use case may commit more than once if it needs to. A transient
     database failure leaves as the core's `StorageUnavailable`, so callers never see SQLAlchemy.
-    When the block ends, `after_commit` (if given) gets the outbox events it committed.
+    When the block ends, `after_commit` (if given) gets the outbox events it committed, and
+    `on_ledger` (if given) the ledger entries.
     """
 
     users: SqlUserRepository
@@ -67,11 +68,18 @@ class SqlAlchemyUnitOfWork:
     token_expiries: SqlTokenExpiryRepository
     webhooks: SqlWebhookRepository
 
-    def __init__(self, engine: Engine, after_commit: AfterCommit | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        after_commit: AfterCommit | None = None,
+        on_ledger: LedgerObserver | None = None,
+    ) -> None:
         self._engine = engine
         self._connection: Connection | None = None
         self._after_commit = after_commit
+        self._on_ledger = on_ledger
         self._committed_events: list[OutboxEvent] = []
+        self._committed_entries: list[LedgerEntry] = []
 
     def __enter__(self) -> Self:
         try:
@@ -124,14 +132,20 @@ class SqlAlchemyUnitOfWork:
         self._active().commit()
         self._committed_events.extend(self.outbox.added)
         self.outbox.added.clear()
+        self._committed_entries.extend(self.ledger.added)
+        self.ledger.added.clear()
 
     def rollback(self) -> None:
         self._active().rollback()
         self.outbox.added.clear()
+        self.ledger.added.clear()
 
     def _hand_over(self) -> None:
         # After the connection is back in the pool, so the hook's own transaction never waits
         # on this one.
+        entries, self._committed_entries = self._committed_entries, []
+        if entries and self._on_ledger is not None:
+            self._on_ledger(entries)
         events, self._committed_events = self._committed_events, []
         if events and self._after_commit is not None:
             self._after_commit(events)
