@@ -46,7 +46,7 @@ from zenzefi_api.controllers.payments import (
 )
 from zenzefi_api.controllers.tokens import TokensController
 from zenzefi_api.controllers.webhooks import WebhooksController
-from zenzefi_api.dashboard import DASHBOARD_HANDLERS
+from zenzefi_api.dashboard import DashboardController
 from zenzefi_api.errors import EXCEPTION_HANDLERS
 from zenzefi_api.health import HealthController, UpstreamProbe
 from zenzefi_api.proxy import ProxyController, ProxyRuntime
@@ -156,7 +156,7 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
             HealthController,
             openapi_json,
             Router(path=API_PREFIX, route_handlers=API_V1_CONTROLLERS),
-            *DASHBOARD_HANDLERS,
+            DashboardController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -8,20 +8,25 @@ package: the pages work on a machine with no Internet access.
 
 The Content-Security-Policy allows scripts, styles and requests from this origin only and no
 inline script at all, so even a value that slipped into the page unescaped could not run.
+
+Pages and assets are read into memory when the module loads and looked up by name, so a request
+never reaches the file system: no path can escape the directory, and odd names (a NUL byte, a
+name too long for the file system) are a plain 404 rather than an error from the OS.
 """
 
 from __future__ import annotations
 
-from functools import cache
+from dataclasses import dataclass
+from hashlib import sha256
 from pathlib import Path
+from typing import Any
 
-from litestar import Controller, Response, Router, get
-from litestar.datastructures import CacheControlHeader
-from litestar.static_files import create_static_files_router
+from litestar import Controller, Request, Response, get
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 
 DASHBOARD_PATH = "/dashboard"
-ASSETS_PATH = f"{DASHBOARD_PATH}/assets"
-_PAGES = Path(__file__).parent / "static" / "dashboard"
+_FILES = Path(__file__).parent / "static" / "dashboard"
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -37,29 +42,56 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 #: On the pages and on every asset: a script or stylesheet is never sniffed into another type,
-#: and no page is framed or leaks its address to another site.
-SECURITY_HEADERS = {
+#: no page is framed or leaks its address to another site, and everything is revalidated on
+#: each use (`no-cache` with an ETag, not "never store"), so after an upgrade a page never runs
+#: with an old script.
+HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
+    "Cache-Control": "no-cache",
+}
+
+#: Litestar adds `charset=utf-8` to the text types (the files are UTF-8).
+_MEDIA_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
 }
 
 
-@cache
-def _page(name: str) -> str:
-    """A page's HTML, read from the package once: the files never change while serving."""
-    return (_PAGES / name).read_text(encoding="utf-8")
+@dataclass(frozen=True, slots=True)
+class StaticFile:
+    body: bytes
+    media_type: str
+    etag: str
+
+    @classmethod
+    def read(cls, path: Path) -> StaticFile:
+        body = path.read_bytes()
+        return cls(body, _MEDIA_TYPES[path.suffix], f'"{sha256(body).hexdigest()[:32]}"')
 
 
-def _html(name: str) -> Response[str]:
-    # `no-cache` (revalidate, not "never store"): after an upgrade the next visit gets the new
-    # page, which names the new assets.
-    return Response(
-        _page(name),
-        media_type="text/html; charset=utf-8",
-        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
-    )
+def _assets(root: Path) -> dict[str, StaticFile]:
+    """Every servable file under `root`, by its path relative to it (`vendor/chart.umd.min.js`)."""
+    return {
+        path.relative_to(root).as_posix(): StaticFile.read(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.suffix in _MEDIA_TYPES
+    }
+
+
+PAGES = {name: StaticFile.read(_FILES / f"{name}.html") for name in ("index", "admin")}
+ASSETS = _assets(_FILES / "assets")
+
+
+def _send(request: Request[Any, Any, Any], file: StaticFile) -> Response[bytes]:
+    headers = {**HEADERS, "ETag": file.etag}
+    if request.headers.get("if-none-match") == file.etag:
+        return Response(b"", status_code=304, headers=headers)
+    return Response(file.body, media_type=file.media_type, headers=headers)
 
 
 class DashboardController(Controller):
@@ -67,31 +99,19 @@ class DashboardController(Controller):
     include_in_schema = False
 
     @get(sync_to_thread=False)
-    def user_page(self) -> Response[str]:
+    def user_page(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """The login form, then the user's balance, tokens, usage and referrals."""
-        return _html("index.html")
+        return _send(request, PAGES["index"])
 
     @get("/admin", sync_to_thread=False)
-    def admin_page(self) -> Response[str]:
+    def admin_page(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Revenue, purchases and traffic for operators; others are told it is not for them."""
-        return _html("admin.html")
+        return _send(request, PAGES["admin"])
 
-
-def _add_security_headers(response: Response[object]) -> Response[object]:
-    response.headers.update(SECURITY_HEADERS)
-    return response
-
-
-#: Scripts, styles and the vendored Chart.js. Revalidated on each use, like the pages, so an
-#: upgrade never pairs a new page with an old script; an unknown file is 404.
-dashboard_assets: Router = create_static_files_router(
-    path=ASSETS_PATH,
-    directories=[_PAGES / "assets"],
-    name="dashboard-assets",
-    cache_control=CacheControlHeader(no_cache=True),
-    after_request=_add_security_headers,
-    include_in_schema=False,
-)
-
-#: Everything the app registers for the dashboard.
-DASHBOARD_HANDLERS = [DashboardController, dashboard_assets]
+    @get("/assets/{name:path}", sync_to_thread=False)
+    def asset(self, request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
+        """Scripts, the stylesheet, the icon and the vendored Chart.js; anything else is 404."""
+        file = ASSETS.get(name.lstrip("/"))
+        if file is None:
+            raise NotFoundException()
+        return _send(request, file)

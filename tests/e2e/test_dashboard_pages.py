@@ -75,7 +75,7 @@ def _parse(html: str) -> Page:
 def test_pages_are_html_with_a_strict_content_security_policy(client: ApiClient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
     policy = {
         directive.split()[0]: directive.split()[1:]
         for directive in response.headers["content-security-policy"].split(";")
@@ -99,14 +99,18 @@ def test_everything_a_page_names_is_served_here_and_nothing_is_inline(
     page = _parse(client.get(path).text)
     assert page.inline == []
     assert page.urls, "a page without its scripts and styles"
-    types = {".js": "javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+    types = {
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".svg": "image/svg+xml",
+    }
     for url in page.urls:
         assert url.startswith("/dashboard/assets/"), url
         asset = client.get(url)
         assert asset.status_code == 200, url
-        assert types[Path(url).suffix] in asset.headers["content-type"], url
+        assert asset.headers["content-type"] == types[Path(url).suffix], url
         assert asset.headers["x-content-type-options"] == "nosniff"
-        assert "no-cache" in asset.headers["cache-control"]
+        assert asset.headers["cache-control"] == "no-cache"
 
 
 def test_the_scripts_import_only_scripts_that_are_shipped(client: ApiClient) -> None:
@@ -135,10 +139,26 @@ def test_chartjs_is_vendored_with_its_licence(client: ApiClient) -> None:
         "/dashboard/assets/%2e%2e/%2e%2e/dashboard.py",
         "/dashboard/assets/..%2f..%2f__init__.py",
         "/dashboard/index.html",
+        "/dashboard/assets/%00",
+        "/dashboard/assets/common.js%00.css",
+        "/dashboard/assets/" + "a" * 5000 + ".js",
+        "/dashboard/assets/%ff%fe.js",
     ],
 )
 def test_anything_else_under_dashboard_is_404(client: ApiClient, path: str) -> None:
     assert client.get(path).status_code == 404
+
+
+def test_an_unchanged_file_is_answered_304(client: ApiClient) -> None:
+    """Revalidation, not a fresh download, on every visit (`Cache-Control: no-cache`)."""
+    for path in ["/dashboard", "/dashboard/assets/vendor/chart.umd.min.js"]:
+        first = client.get(path)
+        etag = first.headers["etag"]
+        again = client.get(path, headers={"If-None-Match": etag})
+        assert again.status_code == 304
+        assert again.content == b""
+        assert again.headers["content-security-policy"] == first.headers["content-security-policy"]
+        assert client.get(path, headers={"If-None-Match": '"stale"'}).content == first.content
 
 
 def test_the_pages_only_answer_get(client: ApiClient) -> None:
