@@ -9,7 +9,8 @@ the core's ports (`zenzefi_core.ports`):
 - `ServiceUnitOfWork` is a `UnitOfWork`: the core's in-memory one for every repository but
   `audit`, with both stores committed together;
 - `ScryptHasher` implements `PasswordHasher`;
-- the unit of work's `after_commit` hook hands committed events to the service's bus.
+- `EventBus` implements `EventPublisher`; the core's `PublishCommittedEvents`, as the unit of
+  work's `after_commit` hook, hands it each unit's events once they are committed.
 
 Then it runs the use cases a shop needs: register users (one through a referral code), deposit,
 adjust a balance as an operator, price tokens and a bundle, buy both, read the balance and the
@@ -25,7 +26,6 @@ import hmac
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -37,7 +37,7 @@ from zenzefi_core.adapters.memory import MemoryStore
 from zenzefi_core.clock import SystemClock
 from zenzefi_core.domain import AuditAction, AuditEntry, OutboxEvent, TransactionType
 from zenzefi_core.policy import ShopPolicy
-from zenzefi_core.ports import AuditLogRepository, Clock, Page, UnitOfWork
+from zenzefi_core.ports import AfterCommit, AuditLogRepository, Clock, Page, UnitOfWork
 from zenzefi_core.pricing import price_bundle
 from zenzefi_core.services.accounts import CreateSuperuser
 from zenzefi_core.services.admin import AdjustBalance, BalanceAdjustment
@@ -50,6 +50,7 @@ from zenzefi_core.services.bundles import (
     SeedDefaultBundles,
 )
 from zenzefi_core.services.ledger_check import CheckLedger
+from zenzefi_core.services.outbox import PublishCommittedEvents
 from zenzefi_core.services.tokens import PurchaseToken, TokenOrder
 from zenzefi_core.services.users import (
     Authenticate,
@@ -181,8 +182,13 @@ class ServiceUnitOfWork:
     reference. Leaving the block without `commit()` rolls both back, as the port requires.
     """
 
-    def __init__(self, store: MemoryStore, connection: sqlite3.Connection, bus: EventBus) -> None:
-        self._inner = store.unit_of_work(after_commit=bus.publish)
+    def __init__(
+        self,
+        store: MemoryStore,
+        connection: sqlite3.Connection,
+        after_commit: AfterCommit | None = None,
+    ) -> None:
+        self._inner = store.unit_of_work(after_commit)
         self._db = connection
         self._audit = OperatorActionLog(connection)
 
@@ -223,12 +229,14 @@ class ServiceUnitOfWork:
 
 @dataclass
 class EventBus:
-    """The service's own message bus; here it only keeps what it was handed, in order."""
+    """The service's own message bus (`EventPublisher` port); here it only keeps what it was
+    handed, in order. A real one returns once its broker has accepted the event, and raises
+    `BrokerUnavailable` otherwise: the event then stays pending in the outbox, for `RelayOutbox`."""
 
     received: list[OutboxEvent] = field(default_factory=list)
 
-    def publish(self, events: Sequence[OutboxEvent]) -> None:
-        self.received.extend(events)
+    def publish(self, event: OutboxEvent) -> None:
+        self.received.append(event)
 
 
 @dataclass
@@ -249,7 +257,13 @@ class Service:
         return cls(MemoryStore(), connection, EventBus(), SystemClock(), ShopPolicy())
 
     def uow(self) -> UnitOfWork:
-        return ServiceUnitOfWork(self.store, self.audit_db, self.bus)
+        # After each commit, hand the unit's events to the bus and mark them dispatched (in a
+        # unit of work of its own, without the hook); what the bus refuses stays pending.
+        hand_over = PublishCommittedEvents(self._plain_uow, self.clock, self.bus)
+        return ServiceUnitOfWork(self.store, self.audit_db, hand_over)
+
+    def _plain_uow(self) -> UnitOfWork:
+        return ServiceUnitOfWork(self.store, self.audit_db)
 
 
 # --- the use cases, as the service runs them -------------------------------------------------

@@ -55,6 +55,9 @@ def test_the_tour_prices_buys_and_pays_the_referrer(service: library_usage.Servi
         "referral.bonus",
     ]
     assert tour.ledger_ok
+    # Every event the bus took is marked dispatched: none is left for the relay.
+    with service.uow() as uow:
+        assert uow.outbox.pending(limit=10) == []
 
 
 def test_the_core_reads_the_services_own_audit_table(service: library_usage.Service) -> None:
