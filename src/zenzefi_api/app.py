@@ -36,6 +36,7 @@ from zenzefi_api.context import (
 )
 from zenzefi_api.controllers.accounts import AuthController, UsersController
 from zenzefi_api.controllers.admin import AdminUsersController, AuditLogController
+from zenzefi_api.controllers.analytics import AnalyticsController
 from zenzefi_api.controllers.bundles import BundlesController
 from zenzefi_api.controllers.currency import CurrencyController
 from zenzefi_api.controllers.notifications import NotificationsController
@@ -73,6 +74,7 @@ API_V1_CONTROLLERS: list[ControllerRouterHandler] = [
     ProxyController,
     NotificationsController,
     WebhooksController,
+    AnalyticsController,
 ]
 
 DEPENDENCIES = {
@@ -92,6 +94,7 @@ TAGS = [
     Tag(name="Admin", description="Operators only: users, balance adjustments, audit log"),
     Tag(name="Notifications", description="Email preferences and the signed unsubscribe link"),
     Tag(name="Proxy", description="The access proxy to the diagnostic server (X-Access-Token)"),
+    Tag(name="Analytics", description="Usage over time: the caller's own, and operators' totals"),
     Tag(name="Operations", description="Health and the API schema"),
 ]
 

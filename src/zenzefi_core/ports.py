@@ -14,6 +14,13 @@ from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
 from uuid import UUID
 
+from zenzefi_core.analytics import (
+    ActivityBucketRow,
+    LiveUsage,
+    TopUser,
+    UsageBucketRow,
+    Window,
+)
 from zenzefi_core.domain import (
     AuditAction,
     AuditEntry,
@@ -596,6 +603,35 @@ class AccessCache(Protocol):
     def delete(self, key: str) -> None: ...
 
 
+class AnalyticsQueries(Protocol):
+    """Usage and business figures, aggregated by the store: one row per non-empty bucket (see
+    `zenzefi_core.analytics` for the rules), never the rows themselves, so a month of a heavy
+    user costs one grouped scan of an index."""
+
+    def usage_by_bucket(self, user_id: UUID, window: Window) -> list[UsageBucketRow]:
+        """The user's sessions started in the window, summed per bucket of their start; the
+        durations run to `window.end` for sessions still open (or ended after it)."""
+        ...
+
+    def live_usage(self, user_id: UUID, now: datetime) -> LiveUsage:
+        """The user's open sessions, and tokens neither revoked nor expired at `now`."""
+        ...
+
+    def activity_by_bucket(self, window: Window) -> list[ActivityBucketRow]:
+        """Per bucket: users created, purchases and their ledger amounts, refunds, referral
+        bonuses credited, and the proxy use of sessions started in it."""
+        ...
+
+    def active_users(self, start: datetime, end: datetime) -> int:
+        """Distinct users with a session started in `[start, end)`."""
+        ...
+
+    def top_users(self, start: datetime, end: datetime, *, limit: int) -> list[TopUser]:
+        """The users with the most requests in sessions started in `[start, end)`, most
+        first (ties: more bytes first, then by id)."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One use case, one transaction.
 
@@ -647,6 +683,9 @@ class UnitOfWork(Protocol):
 
     @property
     def webhooks(self) -> WebhookRepository: ...
+
+    @property
+    def analytics(self) -> AnalyticsQueries: ...
 
     def __enter__(self) -> Self: ...
 

@@ -17,6 +17,14 @@ from types import TracebackType
 from typing import Self
 from uuid import UUID
 
+from zenzefi_core.analytics import (
+    ActivityBucketRow,
+    LiveUsage,
+    TopUser,
+    UsageBucketRow,
+    Window,
+    session_microseconds,
+)
 from zenzefi_core.domain import (
     AuditAction,
     AuditEntry,
@@ -33,7 +41,11 @@ from zenzefi_core.domain.bundles import BundlePurchase, TokenBundle
 from zenzefi_core.domain.notifications import Notification, NotificationKind, NotificationState
 from zenzefi_core.domain.proxy import ProxySession, UsageDelta
 from zenzefi_core.domain.referrals import ReferralBonus
-from zenzefi_core.domain.tokens import AccessToken
+from zenzefi_core.domain.tokens import (
+    BUNDLE_PURCHASE_REFERENCE,
+    TOKEN_REFERENCE,
+    AccessToken,
+)
 from zenzefi_core.domain.webhooks import (
     DeliveryAttempt,
     DeliveryState,
@@ -857,6 +869,94 @@ class _WebhookRepository:
         return [d.id for d in found[:limit]]
 
 
+class _AnalyticsQueries:
+    """The analytics port by plain iteration: the reference the SQL aggregates must match."""
+
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    def _sessions(self, start: datetime, end: datetime) -> list[ProxySession]:
+        return [s for s in self._t.proxy_sessions.values() if start <= s.started_at < end]
+
+    def usage_by_bucket(self, user_id: UUID, window: Window) -> list[UsageBucketRow]:
+        sums: dict[int, list[int]] = {}
+        for session in self._sessions(window.start, window.end):
+            if session.user_id != user_id:
+                continue
+            row = sums.setdefault(window.bucket_index(session.started_at), [0, 0, 0, 0])
+            row[0] += session.request_count
+            row[1] += session.bytes_in + session.bytes_out
+            row[2] += 1
+            row[3] += session_microseconds(session.started_at, session.ended_at, window.end)
+        return [UsageBucketRow(index, *values) for index, values in sorted(sums.items())]
+
+    def live_usage(self, user_id: UUID, now: datetime) -> LiveUsage:
+        return LiveUsage(
+            active_sessions=sum(
+                1
+                for s in self._t.proxy_sessions.values()
+                if s.user_id == user_id and s.ended_at is None
+            ),
+            active_tokens=sum(
+                1 for t in self._t.tokens.values() if t.user_id == user_id and t.is_active_at(now)
+            ),
+        )
+
+    def activity_by_bucket(self, window: Window) -> list[ActivityBucketRow]:
+        rows: dict[int, ActivityBucketRow] = {}
+
+        def add(moment: datetime, name: str, amount: int | Decimal) -> None:
+            index = window.bucket_index(moment)
+            row = rows.get(index) or ActivityBucketRow(index)
+            rows[index] = dataclasses.replace(row, **{name: getattr(row, name) + amount})
+
+        for user in self._t.users.values():
+            if window.contains(user.created_at):
+                add(user.created_at, "new_users", 1)
+        for entry in self._t.ledger:
+            if not window.contains(entry.created_at):
+                continue
+            kind, at = entry.transaction_type, entry.created_at
+            if kind == TransactionType.PURCHASE:
+                add(at, "revenue", -entry.amount)
+                if entry.reference_type == TOKEN_REFERENCE:
+                    add(at, "token_purchases", 1)
+                elif entry.reference_type == BUNDLE_PURCHASE_REFERENCE:
+                    add(at, "bundle_purchases", 1)
+            elif kind == TransactionType.REFUND:
+                add(at, "refunds", entry.amount)
+            elif kind == TransactionType.REFERRAL_BONUS:
+                add(at, "referral_bonuses", entry.amount)
+        users: dict[int, set[UUID]] = {}
+        for session in self._sessions(window.start, window.end):
+            add(session.started_at, "proxy_requests", session.request_count)
+            add(session.started_at, "bytes_transferred", session.bytes_in + session.bytes_out)
+            users.setdefault(window.bucket_index(session.started_at), set()).add(session.user_id)
+        for index, seen in users.items():
+            rows[index] = dataclasses.replace(rows[index], active_users=len(seen))
+        return [rows[index] for index in sorted(rows)]
+
+    def active_users(self, start: datetime, end: datetime) -> int:
+        return len({s.user_id for s in self._sessions(start, end)})
+
+    def top_users(self, start: datetime, end: datetime, *, limit: int) -> list[TopUser]:
+        sums: dict[UUID, list[int]] = {}
+        for session in self._sessions(start, end):
+            row = sums.setdefault(session.user_id, [0, 0])
+            row[0] += session.request_count
+            row[1] += session.bytes_in + session.bytes_out
+        ranked = sorted(sums.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
+        return [
+            TopUser(
+                user_id=user_id,
+                email=self._t.users[user_id].email,
+                requests=requests,
+                bytes_transferred=transferred,
+            )
+            for user_id, (requests, transferred) in ranked[:limit]
+        ]
+
+
 class InMemoryUnitOfWork:
     users: _UserRepository
     ledger: _LedgerRepository
@@ -873,6 +973,7 @@ class InMemoryUnitOfWork:
     proxy_sessions: _ProxySessionRepository
     token_expiries: _TokenExpiryRepository
     webhooks: _WebhookRepository
+    analytics: _AnalyticsQueries
 
     def __init__(
         self,
@@ -943,3 +1044,4 @@ class InMemoryUnitOfWork:
         self.proxy_sessions = _ProxySessionRepository(tables)
         self.token_expiries = _TokenExpiryRepository(tables)
         self.webhooks = _WebhookRepository(tables)
+        self.analytics = _AnalyticsQueries(tables)

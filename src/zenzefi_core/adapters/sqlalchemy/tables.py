@@ -50,6 +50,8 @@ users = Table(
     Column("created_at", UtcDateTime, nullable=False),
     CheckConstraint("balance >= 0", name="balance_non_negative"),
     Index(None, "referred_by_id"),
+    # Analytics count new users per bucket of a window of time.
+    Index(None, "created_at"),
 )
 
 transactions = Table(
@@ -74,6 +76,13 @@ transactions = Table(
     ),
     Index(None, "user_id", "created_at"),
     Index(None, "reference_type", "reference_id"),
+    # Analytics sum purchases, refunds and bonuses over a window, never reading the deposits.
+    Index(
+        None,
+        "transaction_type",
+        "created_at",
+        postgresql_include=["reference_type", "amount"],
+    ),
 )
 
 outbox_events = Table(
@@ -331,8 +340,20 @@ proxy_sessions = Table(
         postgresql_where=text("ended_at IS NULL"),
     ),
     Index(None, "token_id", "started_at"),
-    # Usage analytics read one user's sessions over a window of time.
-    Index(None, "user_id", "started_at"),
+    # Usage analytics read one user's sessions over a window of time; on PostgreSQL from the
+    # index alone, which carries what they sum.
+    Index(
+        None,
+        "user_id",
+        "started_at",
+        postgresql_include=["request_count", "bytes_in", "bytes_out", "ended_at"],
+    ),
+    # Global analytics read every user's sessions over a window of time.
+    Index(
+        None,
+        "started_at",
+        postgresql_include=["user_id", "request_count", "bytes_in", "bytes_out"],
+    ),
     # The idle cleanup looks for open sessions by last activity.
     Index(None, "ended_at", "last_activity"),
 )

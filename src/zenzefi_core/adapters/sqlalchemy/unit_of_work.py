@@ -8,6 +8,7 @@ from typing import Self
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from zenzefi_core.adapters.sqlalchemy.analytics_queries import SqlAnalyticsQueries
 from zenzefi_core.adapters.sqlalchemy.bundle_repository import SqlBundleRepository
 from zenzefi_core.adapters.sqlalchemy.notification_repository import (
     SqlNotificationLogRepository,
@@ -67,6 +68,7 @@ class SqlAlchemyUnitOfWork:
     proxy_sessions: SqlProxySessionRepository
     token_expiries: SqlTokenExpiryRepository
     webhooks: SqlWebhookRepository
+    analytics: SqlAnalyticsQueries
 
     def __init__(
         self,
@@ -101,6 +103,7 @@ class SqlAlchemyUnitOfWork:
         self.proxy_sessions = SqlProxySessionRepository(self._connection)
         self.token_expiries = SqlTokenExpiryRepository(self._connection)
         self.webhooks = SqlWebhookRepository(self._connection)
+        self.analytics = SqlAnalyticsQueries(self._connection)
         return self
 
     def __exit__(

@@ -1,0 +1,269 @@
+"""The analytics port in SQL: every figure is a grouped aggregate, bucketed in the database.
+
+A row's bucket is `floor((moment - window.start) / width)`, computed exactly, in integer
+microseconds, on both engines:
+
+- PostgreSQL: `date_part('epoch', moment - :start)` is a double holding the interval's exact
+  microsecond count divided by a million; times a million and rounded back to `bigint` it is
+  that count again (a month is ~2.6e12 microseconds, far inside a double's exact integers), and
+  float arithmetic is several times cheaper than `EXTRACT`'s `numeric` over millions of rows;
+- SQLite stores a moment as the text `YYYY-MM-DD HH:MM:SS.ffffff` (see `types.UtcDateTime`):
+  `strftime('%s', …)` of its first 19 characters gives its whole seconds, and characters 21 to
+  26 its microseconds.
+
+Floating point (`julianday`) would put a moment lying on a bucket boundary on either side of it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from zenzefi_core.adapters.sqlalchemy.tables import (
+    access_tokens,
+    proxy_sessions,
+    transactions,
+    users,
+)
+from zenzefi_core.adapters.sqlalchemy.types import Money, UtcDateTime
+from zenzefi_core.analytics import (
+    ActivityBucketRow,
+    LiveUsage,
+    TopUser,
+    UsageBucketRow,
+    Window,
+)
+from zenzefi_core.domain import TransactionType
+from zenzefi_core.domain.tokens import BUNDLE_PURCHASE_REFERENCE, TOKEN_REFERENCE
+from zenzefi_core.money import ZERO
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _moment(value: datetime) -> ColumnElement[datetime]:
+    return literal(value, UtcDateTime())
+
+
+def _whole_microseconds(interval: Any) -> Any:
+    """A PostgreSQL interval as an integer count of microseconds (the cast rounds)."""
+    return cast(func.date_part("epoch", interval) * 1_000_000, BigInteger)
+
+
+class SqlAnalyticsQueries:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+        self._sqlite = connection.dialect.name == "sqlite"
+
+    # --- Exact time arithmetic, one spelling per engine. ---
+
+    def _microseconds_since(self, column: ColumnElement[Any], origin: datetime) -> Any:
+        """`column - origin` in whole microseconds, as an integer expression."""
+        if self._sqlite:
+            # Without the fraction: SQLite keeps times in milliseconds internally and would
+            # round `…:59.9996` up into the next second.
+            seconds = cast(func.strftime("%s", func.substr(column, 1, 19)), Integer)
+            fraction = cast(func.substr(column, 21, 6), Integer)
+            origin_us = (origin - _EPOCH) // _MICROSECOND
+            return seconds * 1_000_000 + fraction - origin_us
+        return _whole_microseconds(column - _moment(origin))
+
+    def _bucket(self, column: ColumnElement[Any], window: Window) -> Any:
+        # Integer division of a non-negative offset: the floor.
+        offset = self._microseconds_since(column, window.start)
+        return (offset // window.width_microseconds).label("bucket")
+
+    def _session_duration(self, now: datetime) -> Any:
+        """Microseconds from a session's start to its end, or to `now` while it is open."""
+        ended = proxy_sessions.c.ended_at
+        until = case((or_(ended.is_(None), ended > _moment(now)), _moment(now)), else_=ended)
+        if self._sqlite:
+            # `until` is text here; the difference of two offsets from one origin is exact.
+            return self._microseconds_since(until, _EPOCH) - self._microseconds_since(
+                proxy_sessions.c.started_at, _EPOCH
+            )
+        return _whole_microseconds(until - proxy_sessions.c.started_at)
+
+    @staticmethod
+    def _money_sum(condition: ColumnElement[bool], amount: Any) -> Any:
+        # ROUND: SQLite sums NUMERIC as binary floating point; Money quantises on the way out.
+        return type_coerce(func.round(func.sum(case((condition, amount), else_=0)), 2), Money())
+
+    @staticmethod
+    def _count_where(condition: ColumnElement[bool]) -> Any:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    @staticmethod
+    def _started_in(start: datetime, end: datetime) -> ColumnElement[bool]:
+        started = proxy_sessions.c.started_at
+        return and_(started >= start, started < end)
+
+    # --- The port. ---
+
+    def usage_by_bucket(self, user_id: UUID, window: Window) -> list[UsageBucketRow]:
+        bucket = self._bucket(proxy_sessions.c.started_at, window)
+        c = proxy_sessions.c
+        rows = self._c.execute(
+            select(
+                bucket,
+                func.sum(c.request_count),
+                func.sum(c.bytes_in + c.bytes_out),
+                func.count(),
+                func.sum(self._session_duration(window.end)),
+            )
+            .where(c.user_id == user_id, self._started_in(window.start, window.end))
+            .group_by(bucket)
+            .order_by(bucket)
+        )
+        return [
+            UsageBucketRow(
+                index=int(index),
+                requests=int(requests),
+                bytes_transferred=int(transferred),
+                sessions=int(sessions),
+                duration_microseconds=int(duration),
+            )
+            for index, requests, transferred, sessions, duration in rows
+        ]
+
+    def live_usage(self, user_id: UUID, now: datetime) -> LiveUsage:
+        open_sessions = (
+            select(func.count())
+            .select_from(proxy_sessions)
+            .where(proxy_sessions.c.user_id == user_id, proxy_sessions.c.ended_at.is_(None))
+            .scalar_subquery()
+        )
+        usable_tokens = (
+            select(func.count())
+            .select_from(access_tokens)
+            .where(
+                access_tokens.c.user_id == user_id,
+                access_tokens.c.revoked_at.is_(None),
+                or_(access_tokens.c.expires_at.is_(None), access_tokens.c.expires_at > now),
+            )
+            .scalar_subquery()
+        )
+        sessions, tokens = self._c.execute(select(open_sessions, usable_tokens)).one()
+        return LiveUsage(active_sessions=int(sessions), active_tokens=int(tokens))
+
+    def activity_by_bucket(self, window: Window) -> list[ActivityBucketRow]:
+        rows: dict[int, dict[str, Any]] = {}
+
+        def merge(index: Any, **values: Any) -> None:
+            rows.setdefault(int(index), {}).update(values)
+
+        created = self._bucket(users.c.created_at, window)
+        for index, count in self._c.execute(
+            select(created, func.count())
+            .where(users.c.created_at >= window.start, users.c.created_at < window.end)
+            .group_by(created)
+        ):
+            merge(index, new_users=int(count))
+
+        t = transactions.c
+        purchase = t.transaction_type == TransactionType.PURCHASE.value
+        entry_bucket = self._bucket(t.created_at, window)
+        for index, tokens, bundles, revenue, refunds, bonuses in self._c.execute(
+            select(
+                entry_bucket,
+                self._count_where(and_(purchase, t.reference_type == TOKEN_REFERENCE)),
+                self._count_where(and_(purchase, t.reference_type == BUNDLE_PURCHASE_REFERENCE)),
+                self._money_sum(purchase, -t.amount),
+                self._money_sum(t.transaction_type == TransactionType.REFUND.value, t.amount),
+                self._money_sum(
+                    t.transaction_type == TransactionType.REFERRAL_BONUS.value, t.amount
+                ),
+            )
+            .where(
+                t.transaction_type.in_(
+                    [
+                        TransactionType.PURCHASE.value,
+                        TransactionType.REFUND.value,
+                        TransactionType.REFERRAL_BONUS.value,
+                    ]
+                ),
+                t.created_at >= window.start,
+                t.created_at < window.end,
+            )
+            .group_by(entry_bucket)
+        ):
+            merge(
+                index,
+                token_purchases=int(tokens),
+                bundle_purchases=int(bundles),
+                revenue=revenue if revenue is not None else ZERO,
+                refunds=refunds if refunds is not None else ZERO,
+                referral_bonuses=bonuses if bonuses is not None else ZERO,
+            )
+
+        c = proxy_sessions.c
+        started = self._bucket(c.started_at, window)
+        for index, requests, transferred, people in self._c.execute(
+            select(
+                started,
+                func.sum(c.request_count),
+                func.sum(c.bytes_in + c.bytes_out),
+                func.count(c.user_id.distinct()),
+            )
+            .where(self._started_in(window.start, window.end))
+            .group_by(started)
+        ):
+            merge(
+                index,
+                proxy_requests=int(requests),
+                bytes_transferred=int(transferred),
+                active_users=int(people),
+            )
+        return [ActivityBucketRow(index, **values) for index, values in sorted(rows.items())]
+
+    def active_users(self, start: datetime, end: datetime) -> int:
+        count = self._c.execute(
+            select(func.count(proxy_sessions.c.user_id.distinct())).where(
+                self._started_in(start, end)
+            )
+        ).scalar_one()
+        return int(count)
+
+    def top_users(self, start: datetime, end: datetime, *, limit: int) -> list[TopUser]:
+        c = proxy_sessions.c
+        requests = func.sum(c.request_count).label("requests")
+        transferred = func.sum(c.bytes_in + c.bytes_out).label("transferred")
+        ranked = (
+            select(c.user_id, requests, transferred)
+            .where(self._started_in(start, end))
+            .group_by(c.user_id)
+            .order_by(requests.desc(), transferred.desc(), c.user_id)
+            .limit(bindparam("top", limit))
+            .subquery()
+        )
+        rows = self._c.execute(
+            select(ranked.c.user_id, users.c.email, ranked.c.requests, ranked.c.transferred)
+            .join(users, users.c.id == ranked.c.user_id)
+            .order_by(ranked.c.requests.desc(), ranked.c.transferred.desc(), ranked.c.user_id)
+        )
+        return [
+            TopUser(
+                user_id=user_id,
+                email=email,
+                requests=int(total),
+                bytes_transferred=int(moved),
+            )
+            for user_id, email, total, moved in rows
+        ]
