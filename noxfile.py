@@ -7,7 +7,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "fuzz", "tests"]
+nox.options.sessions = ["lint", "fuzz", "tests", "docs"]
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = False
 
@@ -40,3 +40,12 @@ def fuzz(session: nox.Session) -> None:
     ledger. ZENZEFI_FUZZ_EXAMPLES (default 25 per operation) and ZENZEFI_FUZZ_SEED tune it."""
     session.install("-e", ".[server]", "schemathesis>=4.32,<5")
     session.run("python", "tests/fuzz/run_schemathesis.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site (MkDocs) into site/, built strictly: a broken link or anchor, a
+    page missing from disk or a failing hook (the API reference is rendered from the OpenAPI
+    schema at build time) fails it."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--clean", env={"NO_MKDOCS_2_WARNING": "1"})
