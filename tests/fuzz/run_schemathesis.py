@@ -43,7 +43,15 @@ from zenzefi_core.bootstrap import Core
 from zenzefi_core.security import fast_password_hasher
 from zenzefi_core.services.accounts import CreateSuperuser
 from zenzefi_core.services.ledger_check import CheckLedger
-from zenzefi_core.settings import PaymentSettings, RateLimitSettings, Settings
+from zenzefi_core.settings import (
+    DatabaseSettings,
+    PaymentSettings,
+    RateLimitSettings,
+    RedisSettings,
+    Settings,
+    SmtpSettings,
+    UpstreamSettings,
+)
 
 DEFAULT_EXAMPLES = 25
 DEFAULT_SEED = 20261126
@@ -65,8 +73,14 @@ STARTUP_SECONDS = 30.0
 
 
 def _settings(data_dir: Path) -> Settings:
+    """Everything that reaches outside the process is set here, so that ZENZEFI_ variables in
+    the environment (a developer's database, Redis or upstream) never point the fuzzer at them."""
     return Settings(
         data_dir=data_dir,
+        database=DatabaseSettings(url=f"sqlite:///{data_dir / 'fuzz.db'}"),
+        redis=RedisSettings(url=None),
+        smtp=SmtpSettings(host=None),
+        upstream=UpstreamSettings(url=None),
         secret_key=SecretStr("fuzz-secret-key-" + "f" * 48),
         public_url="http://127.0.0.1",
         webhook_allow_private=True,
