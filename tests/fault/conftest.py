@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email import policy as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,10 +42,20 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import service_unavailable
-from zenzefi_core.adapters.sqlalchemy import make_engine
+from tests.shop import open_account
+from zenzefi_core.adapters.sqlalchemy import SqlAlchemyUnitOfWork, make_engine, upgrade
+from zenzefi_core.clock import FixedClock
+from zenzefi_core.ports import UnitOfWorkFactory
 
 ZENZEFI = Path(sys.executable).parent / "zenzefi"
 SECRET_KEY = "fault-tests-secret-" + "f" * 48
+#: The migrated database each test's database is copied from.
+TEMPLATE = "fault_template"
+#: The accounts in the template (`<name>@example.com`, password `PASSWORD`).
+OPERATOR = "operator"
+CUSTOMER = "alice"
+CUSTOMER_FUNDS = "100000.00"
+PASSWORD = "correct horse"
 T = TypeVar("T")
 
 
@@ -201,10 +212,27 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     except Exception as error:
         shutil.rmtree(root, ignore_errors=True)
         service_unavailable("a private PostgreSQL cluster", error)
+    # Migrated once; each test's database is a copy, so no process it starts has to migrate.
+    admin = make_engine(server.url(), isolation_level="AUTOCOMMIT", pool_size=1)
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{TEMPLATE}"'))
+    admin.dispose()
+    template = make_engine(server.url(TEMPLATE), pool_size=1)
+    upgrade(template)
+    _open_accounts(lambda: SqlAlchemyUnitOfWork(template))
+    template.dispose()
     yield server
     with contextlib.suppress(Exception):
         server.stop("immediate")
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _open_accounts(uow_factory: UnitOfWorkFactory) -> None:
+    """The operator and a customer with plenty of ZNC, in the template: cheap password hashes,
+    so logging in costs the tests next to nothing."""
+    clock = FixedClock(datetime.now(UTC))
+    open_account(uow_factory, clock, OPERATOR, superuser=True)
+    open_account(uow_factory, clock, CUSTOMER, balance=CUSTOMER_FUNDS)
 
 
 @pytest.fixture(scope="session")
@@ -224,7 +252,7 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateR
 
 @dataclass
 class FaultDatabase:
-    """A database of one test on the private cluster, migrated by `zenzefi migrate`."""
+    """A migrated database of one test on the private cluster."""
 
     server: PrivatePostgres
     name: str
@@ -259,7 +287,7 @@ def fault_database(private_postgres: PrivatePostgres) -> Iterator[FaultDatabase]
     admin = make_engine(private_postgres.url(), isolation_level="AUTOCOMMIT", pool_size=1)
     name = f"fault_{secrets.token_hex(6)}"
     with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
     database = FaultDatabase(private_postgres, name)
     yield database
     for engine in database.engines:
@@ -381,49 +409,37 @@ def wait_healthy(base: str, server: Process, timeout: float = 30.0) -> None:
     eventually(healthy, timeout=timeout, what="the server to answer /health")
 
 
-def login(client: httpx.Client, email: str, password: str) -> dict[str, str]:
-    response = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+def start_api(
+    start: Callable[..., Process], env: dict[str, str], folder: Path
+) -> tuple[str, Process]:
+    """`zenzefi serve` on a free port: its base URL and its process, once it is healthy."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start(env, folder / "serve.log", "serve", "--port", str(port))
+    wait_healthy(base, server)
+    return base, server
+
+
+def login(client: httpx.Client, username: str) -> dict[str, str]:
+    response = client.post(
+        "/api/v1/auth/login",
+        json={"email": f"{username}@example.com", "password": PASSWORD},
+    )
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 @dataclass
 class Shop:
-    """An operator and a funded customer on a running API."""
+    """The operator and the funded customer of the template, logged in."""
 
     client: httpx.Client
     operator: dict[str, str]
     customer: dict[str, str]
-    customer_id: str
 
 
-def open_shop(client: httpx.Client, env: dict[str, str], *, funds: str = "1000.00") -> Shop:
-    """Create the operator with `zenzefi admin create`, register and fund a customer."""
-    created = zenzefi(
-        env,
-        "admin",
-        "create",
-        "--email",
-        "op@example.com",
-        "--username",
-        "operator",
-        "--password",
-        "operator pw 1",
-    )
-    assert created.returncode == 0, created.stderr
-    operator = login(client, "op@example.com", "operator pw 1")
-    body = {"email": "alice@example.com", "username": "alice", "password": "alice pw 12"}
-    registered = client.post("/api/v1/auth/register", json=body)
-    assert registered.status_code == 201, registered.text
-    customer_id = registered.json()["id"]
-    credited = client.post(
-        f"/api/v1/admin/users/{customer_id}/credit",
-        json={"amount": funds, "reason": "fault test funds"},
-        headers=operator,
-    )
-    assert credited.status_code in (200, 201), credited.text
-    customer = login(client, "alice@example.com", "alice pw 12")
-    return Shop(client, operator, customer, customer_id)
+def open_shop(client: httpx.Client) -> Shop:
+    return Shop(client, login(client, OPERATOR), login(client, CUSTOMER))
 
 
 # --- loopback servers the fault tests talk to -------------------------------------------------

@@ -18,14 +18,14 @@ import httpx
 import pytest
 
 from tests.fault.conftest import (
+    PASSWORD,
     SECRET_KEY,
     FaultDatabase,
     PrivateRedis,
     Process,
     eventually,
-    free_port,
     open_shop,
-    wait_healthy,
+    start_api,
     zenzefi,
 )
 from tests.fault.conftest import environment as zenzefi_environment
@@ -102,13 +102,10 @@ def test_postgres_down_and_back_while_requests_flow(
         redis_namespace="fault-db",
         health_timeout_seconds="1",
     )
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = processes(env, tmp_path / "serve.log", "serve", "--port", str(port))
-    wait_healthy(base, server)
+    base, server = start_api(processes, env, tmp_path)
     postgres = fault_database.server
     with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT) as client:
-        shop = open_shop(client, env, funds="100000.00")
+        shop = open_shop(client)
         traffic = Traffic(base, shop.customer).start()
         try:
             eventually(
@@ -131,7 +128,7 @@ def test_postgres_down_and_back_while_requests_flow(
             )
             # A request with no database behind it is refused the same way.
             refused = client.post(
-                "/api/v1/auth/login", json={"email": "alice@example.com", "password": "alice pw 12"}
+                "/api/v1/auth/login", json={"email": "alice@example.com", "password": PASSWORD}
             )
             assert refused.status_code == 503, refused.text
             assert refused.headers["retry-after"] == "5"

@@ -23,9 +23,8 @@ from tests.fault.conftest import (
     Receiver,
     Upstream,
     eventually,
-    free_port,
     open_shop,
-    wait_healthy,
+    start_api,
     zenzefi,
 )
 from tests.fault.conftest import environment as zenzefi_environment
@@ -68,14 +67,11 @@ def test_redis_down_proxy_serves_from_the_database_and_events_wait(
         scheduler_outbox_relay_seconds="0.5",
         scheduler_lock_ttl_seconds="2",
     )
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = processes(env, tmp_path / "serve.log", "serve", "--port", str(port))
     worker = processes(env, tmp_path / "worker.log", "worker", "--processes", "1")
     scheduler = processes(env, tmp_path / "scheduler.log", "scheduler")
-    wait_healthy(base, server)
+    base, server = start_api(processes, env, tmp_path)
     with httpx.Client(base_url=base, timeout=8) as client:
-        shop = open_shop(client, env)
+        shop = open_shop(client)
         subscribed = client.post(
             "/api/v1/webhooks",
             json={"url": receiver.url, "events": ["token.purchased"]},

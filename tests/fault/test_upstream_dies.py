@@ -20,9 +20,8 @@ from tests.fault.conftest import (
     Process,
     Upstream,
     eventually,
-    free_port,
     open_shop,
-    wait_healthy,
+    start_api,
 )
 from tests.fault.conftest import environment as zenzefi_environment
 
@@ -59,12 +58,9 @@ def test_an_upstream_dying_mid_answer_gives_a_clean_error_and_counts(
         upstream_read_timeout_seconds="5",
         usage_flush_seconds="0.2",
     )
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = processes(env, tmp_path / "serve.log", "serve", "--port", str(port))
-    wait_healthy(base, server)
+    base, server = start_api(processes, env, tmp_path)
     with httpx.Client(base_url=base, timeout=10) as client:
-        shop = open_shop(client, env)
+        shop = open_shop(client)
         bought = client.post(
             "/api/v1/tokens/purchase", json={"duration_hours": 24}, headers=shop.customer
         )

@@ -71,17 +71,17 @@ def low_balance_with_a_webhook(tmp_path: Path, database_url: str, hook_url: str)
     core = Core.from_settings(settings, hasher=fast_password_hasher())
     try:
         core.migrate()
-        alice = open_account(core.uow, FixedClock(core.clock.now()), "alice", balance="15.00")
+        bob = open_account(core.uow, FixedClock(core.clock.now()), "bob", balance="15.00")
         CreateWebhook(
             core.uow,
             core.clock,
             SecretCipher(SECRET_KEY),
             SocketResolver(),
             WebhookPolicy.from_settings(settings),
-        )(alice.id, hook_url, ["balance.low"])
+        )(bob.id, hook_url, ["balance.low"])
         DebitWallet(core.uow, core.clock, core.policy.low_balance_threshold)(
             WalletChange(
-                user_id=alice.id,
+                user_id=bob.id,
                 amount=Decimal("8.00"),
                 transaction_type=TransactionType.ADJUSTMENT,
                 description="fault test debit",
