@@ -47,6 +47,7 @@ class SmtpSettings(BaseSettings):
     port: int = 587
     #: Login name at the mail server; unset: no login.
     username: str | None = None
+    #: The password of `username` at the mail server.
     password: SecretStr | None = None
     #: The sender of every email, as `Name <address>`.
     from_: str = Field(default="Zenzefi <no-reply@localhost>", alias="ZENZEFI_SMTP_FROM")
