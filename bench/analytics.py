@@ -178,17 +178,18 @@ SELECT {uid(USER, "0")}, '{ADMIN_EMAIL}', 'admin', 'admin', :password_hash, NULL
 # others. Each was bought up to an hour before its first use, somewhere in the last 30 days.
 SESSION_TOKENS = f"""
 CREATE TEMP TABLE b_tokens ON COMMIT DROP AS
-SELECT t, u.id AS user_id, u.referrer_id, d.hours, d.price::numeric(18, 2) AS price,
-       a.activated_at, a.activated_at - random() * interval '1 hour' AS created_at,
-       a.activated_at + d.hours * interval '1 hour' AS expires_at
-FROM generate_series(1, :tokens) AS t
-JOIN b_users AS u
-  ON u.n = CASE WHEN t <= :heavy_tokens THEN 1 ELSE 2 + (t - :heavy_tokens - 1) % (:users - 1) END
-JOIN {DURATIONS} ON d.k = t % 10
-CROSS JOIN LATERAL (
-    SELECT u.floor_at + random() * (:now - interval '5 minutes' - u.floor_at) AS activated_at
-    OFFSET 0
-) AS a;
+SELECT t, user_id, referrer_id, hours, price, activated_at,
+       activated_at - r * interval '1 hour' AS created_at,
+       activated_at + hours * interval '1 hour' AS expires_at
+FROM (SELECT t, u.id AS user_id, u.referrer_id, d.hours, d.price::numeric(18, 2) AS price,
+             u.floor_at + random() * (:now - interval '5 minutes' - u.floor_at) AS activated_at,
+             random() AS r
+      FROM generate_series(1, :tokens) AS t
+      JOIN b_users AS u
+        ON u.n = CASE WHEN t <= :heavy_tokens THEN 1
+                      ELSE 2 + (t - :heavy_tokens - 1) % (:users - 1) END
+      JOIN {DURATIONS} ON d.k = t % 10
+      OFFSET 0) AS bought;
 CREATE UNIQUE INDEX ON b_tokens (t);
 INSERT INTO access_tokens (id, user_id, token_hash, token_prefix, duration_hours, scope,
                            price_paid, bundle_purchase_id, created_at, activated_at, expires_at,
@@ -232,18 +233,17 @@ CROSS JOIN LATERAL (
 # Tokens never used: bought in the last 30 days; every other one refunded since.
 UNUSED_TOKENS = f"""
 CREATE TEMP TABLE b_unused ON COMMIT DROP AS
-SELECT j, :tokens + j AS t, u.id AS user_id, u.referrer_id, d.hours,
-       d.price::numeric(18, 2) AS price, c.created_at,
+SELECT j, t, user_id, referrer_id, hours, price, created_at,
        CASE WHEN j % 2 = 0
-            THEN c.created_at + random() * (:now - interval '1 minute' - c.created_at) END
-           AS revoked_at
-FROM generate_series(1, :unused) AS j
-JOIN b_users AS u ON u.n = 1 + (j * 13) % :users
-JOIN {DURATIONS} ON d.k = j % 10
-CROSS JOIN LATERAL (
-    SELECT u.floor_at + random() * (:now - interval '10 minutes' - u.floor_at) AS created_at
-    OFFSET 0
-) AS c;
+            THEN created_at + r * (:now - interval '1 minute' - created_at) END AS revoked_at
+FROM (SELECT j, :tokens + j AS t, u.id AS user_id, u.referrer_id, d.hours,
+             d.price::numeric(18, 2) AS price,
+             u.floor_at + random() * (:now - interval '10 minutes' - u.floor_at) AS created_at,
+             random() AS r
+      FROM generate_series(1, :unused) AS j
+      JOIN b_users AS u ON u.n = 1 + (j * 13) % :users
+      JOIN {DURATIONS} ON d.k = j % 10
+      OFFSET 0) AS bought;
 INSERT INTO access_tokens (id, user_id, token_hash, token_prefix, duration_hours, scope,
                            price_paid, bundle_purchase_id, created_at, activated_at, expires_at,
                            revoked_at)
@@ -256,14 +256,11 @@ FROM b_unused;
 BUNDLE_PURCHASES = f"""
 CREATE TEMP TABLE b_bundles ON COMMIT DROP AS
 SELECT b, u.id AS user_id, u.referrer_id, tb.id AS bundle_id, tb.name, tb.token_count,
-       tb.duration_hours, tb.total_price, c.created_at
+       tb.duration_hours, tb.total_price,
+       u.floor_at + random() * (:now - interval '10 minutes' - u.floor_at) AS created_at
 FROM generate_series(1, :bundle_purchases) AS b
 JOIN b_users AS u ON u.n = 1 + (b * 17) % :users
-JOIN token_bundles AS tb ON tb.id = {uid(BUNDLE, "b % 3")}
-CROSS JOIN LATERAL (
-    SELECT u.floor_at + random() * (:now - interval '10 minutes' - u.floor_at) AS created_at
-    OFFSET 0
-) AS c;
+JOIN token_bundles AS tb ON tb.id = {uid(BUNDLE, "b % 3")};
 INSERT INTO bundle_purchases (id, user_id, bundle_id, bundle_name, token_count, duration_hours,
                               scope, total_price, created_at)
 SELECT {uid(BUNDLE_PURCHASE, "b")}, user_id, bundle_id, name, token_count, duration_hours,
@@ -929,6 +926,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="measure a database kept by an earlier run instead of making a new one",
     )
     parser.add_argument(
+        "--seed-only", action="store_true", help="fill the database, keep it and stop"
+    )
+    parser.add_argument(
         "--no-targets", action="store_true", help="report missed targets without failing"
     )
     args = parser.parse_args(argv)
@@ -960,6 +960,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 select(func.count()).select_from(transactions)
             ).scalar_one()
         print(f"{entries:,} ledger entries", flush=True)
+        if args.seed_only:
+            return 0
         with (
             tempfile.TemporaryDirectory(prefix="zenzefi-bench-") as scratch,
             api_server(url, Path(scratch)) as base,
@@ -969,7 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report(figures, args)
     finally:
         engine.dispose()
-        if not (args.keep_database or args.reuse_database):
+        if not (args.keep_database or args.reuse_database or args.seed_only):
             drop_database(args.postgres, args.database)
     if problems:
         print(f"\nthe two ways disagree ({len(problems)} differences):")
