@@ -18,8 +18,9 @@ PYTHON = None  # the interpreter nox itself runs on (3.11 or newer)
 def lint(session: nox.Session) -> None:
     """ruff (lint and format), mypy, and the import-linter architecture contracts."""
     session.install("-e", ".[dev]")
-    session.run("ruff", "check", "src", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    linted = ("src", "tests", "examples", "docs/hooks.py", "noxfile.py")
+    session.run("ruff", "check", *linted)
+    session.run("ruff", "format", "--check", *linted)
     session.run("mypy")
     session.run("lint-imports")
 
