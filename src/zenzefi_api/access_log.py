@@ -47,11 +47,20 @@ def configure_logging(level: str = "INFO") -> None:
 
 class AccessLog:
     """Wraps the whole application, routing and error handling included, so unknown paths and
-    failed requests are logged like any other. Echoes a sane `X-Request-ID` or makes one up."""
+    failed requests are logged like any other. Echoes a sane `X-Request-ID` or makes one up.
 
-    def __init__(self, app: ASGIApp, logger: logging.Logger | None = None) -> None:
+    Successful requests to `quiet_paths` (the metrics page, scraped every few seconds) are not
+    logged; their failures are."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        logger: logging.Logger | None = None,
+        quiet_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self._app = app
         self._logger = logger or logging.getLogger(ACCESS_LOGGER)
+        self._quiet_paths = quiet_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -73,21 +82,33 @@ class AccessLog:
         try:
             await self._app(scope, receive, send_with_id)
         finally:
-            client = scope.get("client")
-            self._logger.info(
-                "%s %s %s",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={
-                    "fields": {
-                        "event": "request",
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        "client": client[0] if client else None,
-                        "request_id": request_id,
-                    }
-                },
-            )
+            if status >= 400 or scope["path"] not in self._quiet_paths:
+                client = scope.get("client")
+                self._log(scope["method"], scope["path"], client, status, started, request_id)
+
+    def _log(
+        self,
+        method: str,
+        path: str,
+        client: tuple[str, int] | None,
+        status: int,
+        started: float,
+        request_id: str,
+    ) -> None:
+        self._logger.info(
+            "%s %s %s",
+            method,
+            path,
+            status,
+            extra={
+                "fields": {
+                    "event": "request",
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "client": client[0] if client else None,
+                    "request_id": request_id,
+                }
+            },
+        )

@@ -50,6 +50,7 @@ from zenzefi_api.controllers.webhooks import WebhooksController
 from zenzefi_api.dashboard import DashboardController
 from zenzefi_api.errors import EXCEPTION_HANDLERS
 from zenzefi_api.health import HealthController, UpstreamProbe
+from zenzefi_api.metrics import HTTP_METRICS, count_ledger, metrics
 from zenzefi_api.proxy import ProxyController, ProxyRuntime
 from zenzefi_api.ratelimit import SlidingWindowLimiter
 from zenzefi_core.adapters.cache import InProcessCache
@@ -146,6 +147,8 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
         # With Redis every API process shares the proxy's token cache, so a ban made through
         # one process reaches the others at once.
         core.access_cache = access_cache_for(settings)
+    # Purchases, revenue, bonuses and ledger entries are counted from what commits.
+    core.ledger_observer = count_ledger
     lifetime = timedelta(minutes=settings.auth.token_minutes)
     context = ApiContext(
         settings=settings,
@@ -158,10 +161,12 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
         route_handlers=[
             HealthController,
             openapi_json,
+            metrics,
             Router(path=API_PREFIX, route_handlers=API_V1_CONTROLLERS),
             DashboardController,
         ],
         dependencies=DEPENDENCIES,
+        middleware=[HTTP_METRICS.middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         state=State({STATE_KEY: context}),
@@ -188,5 +193,5 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
     )
     # Wrap the app's outermost handler rather than adding route middleware: route middleware
     # never sees requests that match no route, and those belong in the access log too.
-    app.asgi_handler = AccessLog(app.asgi_handler)
+    app.asgi_handler = AccessLog(app.asgi_handler, quiet_paths=frozenset({"/metrics"}))
     return app

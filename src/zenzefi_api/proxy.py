@@ -23,6 +23,7 @@ import itertools
 import logging
 import math
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
@@ -43,6 +44,13 @@ from litestar.response.base import ASGIResponse
 from litestar.types import Receive, Scope, Send
 
 from zenzefi_api.context import api_context, client_address
+from zenzefi_api.metrics import (
+    PROXY_BYTES,
+    PROXY_LATENCY,
+    PROXY_REQUESTS,
+    TOKEN_CHECKS,
+    proxy_result,
+)
 from zenzefi_api.schemas import ErrorBody, OptionalTimestamp, error_responses, timestamp
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.proxy_scope import InvalidPath, encode_path, in_scope, normalise_path
@@ -50,6 +58,7 @@ from zenzefi_core.security import hash_access_token
 from zenzefi_core.services.proxy import (
     DEVICE_ID_MAX,
     DEVICE_ID_MIN,
+    InvalidAccessToken,
     ProxyAccess,
     ProxyGrant,
     ProxyPolicy,
@@ -444,19 +453,26 @@ class ProxyController(Controller):
             segments = normalise_path(raw)
         except InvalidPath:
             raise ClientException(detail="Invalid path") from None
-        grant = runtime.access.check_cached(token_hash, device_id)
         address = client_address(request)
-        if grant is None:
-            grant = await anyio.to_thread.run_sync(
-                runtime.access.authorize,
-                ProxyRequest(
-                    token_hash=token_hash,
-                    device_id=device_id,
-                    ip=address,
-                    user_agent=request.headers.get("user-agent"),
-                    path=segments,
-                ),
-            )
+        try:
+            grant = runtime.access.check_cached(token_hash, device_id)
+            if grant is not None:
+                TOKEN_CHECKS.labels("cache_hit").inc()
+            else:
+                grant = await anyio.to_thread.run_sync(
+                    runtime.access.authorize,
+                    ProxyRequest(
+                        token_hash=token_hash,
+                        device_id=device_id,
+                        ip=address,
+                        user_agent=request.headers.get("user-agent"),
+                        path=segments,
+                    ),
+                )
+                TOKEN_CHECKS.labels("cache_miss").inc()
+        except InvalidAccessToken:
+            TOKEN_CHECKS.labels("invalid").inc()
+            raise
         if not in_scope(grant.scope, segments):
             raise PermissionDeniedException(detail="Path is outside the access token's scope")
         self._rate_limit(request, grant)
@@ -490,6 +506,7 @@ class ProxyController(Controller):
     ) -> Response[Any]:
         assert runtime.client is not None
         assert runtime.upstream is not None
+        started = time.perf_counter()
         received = 0
 
         async def body() -> AsyncIterator[bytes]:
@@ -516,14 +533,19 @@ class ProxyController(Controller):
         try:
             upstream = await runtime.client.send(upstream_request, stream=True)
         except httpx.TimeoutException:
-            self._count(runtime, grant, received, 0)
+            PROXY_LATENCY.observe(time.perf_counter() - started)
+            self._count(runtime, grant, received, 0, "timeout")
             return _error(504, UPSTREAM_TIMEOUT)
         except httpx.HTTPError:
-            self._count(runtime, grant, received, 0)
+            PROXY_LATENCY.observe(time.perf_counter() - started)
+            self._count(runtime, grant, received, 0, "unreachable")
             return _error(502, UPSTREAM_DOWN)
+        # The latency the proxy and the upstream add, without the body's streaming time.
+        PROXY_LATENCY.observe(time.perf_counter() - started)
+        result = proxy_result(upstream.status_code)
 
         def done(sent: int) -> None:
-            self._count(runtime, grant, received, sent)
+            self._count(runtime, grant, received, sent, result)
 
         stream = UpstreamStream(
             upstream,
@@ -533,7 +555,17 @@ class ProxyController(Controller):
         return UpstreamResponse(stream)
 
     @staticmethod
-    def _count(runtime: ProxyRuntime, grant: ProxyGrant, received: int, sent: int) -> None:
+    def _count(
+        runtime: ProxyRuntime,
+        grant: ProxyGrant,
+        received: int,
+        sent: int,
+        result: str,
+    ) -> None:
+        """Count one forwarded request for the session's usage and for the metrics."""
+        PROXY_REQUESTS.labels(result).inc()
+        PROXY_BYTES.labels("in").inc(received)
+        PROXY_BYTES.labels("out").inc(sent)
         runtime.meter.count(
             grant.session_id,
             requests=1,

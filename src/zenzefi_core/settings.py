@@ -221,6 +221,19 @@ class WebhookSettings(BaseSettings):
     concurrency_per_endpoint: int = Field(default=4, ge=1)
 
 
+class MetricsSettings(BaseSettings):
+    """The Prometheus endpoints: `GET /metrics` on each API process, and one HTTP server per
+    `zenzefi worker` command."""
+
+    model_config = SettingsConfigDict(env_prefix="ZENZEFI_METRICS_", extra="ignore")
+
+    #: When set, both endpoints answer only `Authorization: Bearer <token>` (401 otherwise).
+    token: SecretStr | None = None
+    #: Where `zenzefi worker` serves its processes' metrics; port 0 turns the server off.
+    worker_host: str = "127.0.0.1"
+    worker_port: int = Field(default=9191, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZENZEFI_", extra="ignore")
 
@@ -258,6 +271,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @property
     def database_url(self) -> str:
