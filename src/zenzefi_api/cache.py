@@ -101,6 +101,10 @@ class RedisAccessCache:
                 logger.warning("token cache reachable again")
         return result
 
+    def ping(self) -> bool:
+        """Does Redis answer? (It holds the broker too: `/health` reports degraded when not.)"""
+        return self._call(lambda: bool(self._client.ping()), False)
+
     def get(self, key: str) -> str | None:
         value = self._call(lambda: self._client.get(self._prefix + key), None)
         return None if value is None else str(value)

@@ -1,9 +1,11 @@
 """`GET /health` (fixed by the API contract) and the probes behind it.
 
 Healthy: the database answers. Degraded: it answers, but a dependency that only some features
-need (the upstream Zenzefi server, for the proxy) does not. Unhealthy (503): the database is
-down, so nothing works. Every probe has a short timeout, and the upstream result is reused for a
-few seconds, so frequent polling by a load balancer stays cheap.
+need does not: the upstream Zenzefi server (the proxy), or Redis when configured (the broker and
+the shared token cache; meanwhile events wait in the outbox and the database answers for the
+cache). Unhealthy (503): the database is down, so nothing works. Every probe has a short
+timeout, and the upstream result is reused for a few seconds, so frequent polling by a load
+balancer stays cheap.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from zenzefi_api.context import api_context
+from zenzefi_api.cache import RedisAccessCache
+from zenzefi_api.context import ApiContext, api_context
 from zenzefi_api.schemas import Timestamp, timestamp
+from zenzefi_core.ports import AccessCache
 
 
 class UpstreamProbe:
@@ -49,6 +53,23 @@ class UpstreamProbe:
         await self._client.aclose()
 
 
+async def _redis_reachable(cache: AccessCache, timeout: float) -> bool:
+    """True without Redis; with it, whether it answers within `timeout` (the cache leaves it
+    alone for a moment after a failure, so a load balancer's polling adds no load)."""
+    if not isinstance(cache, RedisAccessCache):
+        return True
+    with anyio.move_on_after(timeout):
+        return await anyio.to_thread.run_sync(cache.ping, abandon_on_cancel=True)
+    return False
+
+
+async def _optional_parts_reachable(context: ApiContext, timeout: float) -> bool:
+    upstream = context.upstream
+    if upstream is not None and not await upstream.reachable():
+        return False
+    return await _redis_reachable(context.core.access_cache, timeout)
+
+
 class Status(StrEnum):
     HEALTHY = "healthy"
     DEGRADED = "degraded"
@@ -67,8 +88,8 @@ class HealthController(Controller):
     @get(
         operation_id="health",
         summary="Liveness and dependencies",
-        description="200 healthy or degraded (upstream unreachable); 503 unhealthy when the "
-        "database is down.",
+        description="200 healthy or degraded (upstream or Redis unreachable); 503 unhealthy when "
+        "the database is down.",
         responses={
             503: ResponseSpec(
                 data_container=HealthOut,
@@ -88,7 +109,7 @@ class HealthController(Controller):
         status = Status.HEALTHY
         if not database_up:
             status = Status.UNHEALTHY
-        elif context.upstream is not None and not await context.upstream.reachable():
+        elif not await _optional_parts_reachable(context, timeout):
             status = Status.DEGRADED
         body = HealthOut(status=status, timestamp=timestamp(context.core.clock.now()))
         return Response(body, status_code=503 if status is Status.UNHEALTHY else 200)

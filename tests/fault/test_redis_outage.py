@@ -101,6 +101,9 @@ def test_redis_down_proxy_serves_from_the_database_and_events_wait(
         )
 
         redis_up.stop()
+        health = client.get("/health")
+        assert health.status_code == 200
+        assert health.json()["status"] == "degraded"
         for _ in range(5):
             answer = forward(first, "device-one-1")
             assert answer.status_code == 200, answer.text
@@ -138,6 +141,11 @@ def test_redis_down_proxy_serves_from_the_database_and_events_wait(
         )
         assert forward(first, "device-one-1").status_code == 200
         assert forward(second, "device-two-2").status_code == 200
+        eventually(
+            lambda: client.get("/health").json()["status"] == "healthy",
+            timeout=10,
+            what="/health to be healthy again",
+        )
 
         # Usage of every forwarded request reached the database, outage or not.
         eventually(
