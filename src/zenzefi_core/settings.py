@@ -229,8 +229,9 @@ class MetricsSettings(BaseSettings):
 
     #: When set, both endpoints answer only `Authorization: Bearer <token>` (401 otherwise).
     token: SecretStr | None = None
-    #: Where `zenzefi worker` serves its processes' metrics; port 0 turns the server off.
+    #: The address `zenzefi worker` serves its processes' metrics on.
     worker_host: str = "127.0.0.1"
+    #: The port of that server; 0 turns it off.
     worker_port: int = Field(default=9191, ge=0, le=65535)
 
 
