@@ -18,6 +18,12 @@ from zenzefi_core.settings import Settings
 
 #: How long a stopping server lets running requests finish before it closes their connections.
 GRACEFUL_SHUTDOWN_SECONDS = 10
+#: How long an idle keep-alive connection stays open. Longer than the idle timeouts of load
+#: balancers (60 s in nginx and the common cloud balancers) and HTTP clients (httpx: 5 s), so
+#: the other side always closes first: when both sides give up at the same moment, a request
+#: sent just as the server closes is dropped unanswered. Uvicorn's own default is 5 s, the same
+#: as httpx's, and the load test (bench/load.py) lost requests to exactly that.
+KEEP_ALIVE_SECONDS = 75
 #: The jobs `zenzefi jobs run` knows (`zenzefi_worker.app.WorkerApp.jobs`).
 JOB_NAMES = ("outbox-relay", "token-expiry-scan", "session-cleanup")
 
@@ -44,24 +50,31 @@ def _serve(core: Core, args: argparse.Namespace) -> int:
             log_config=None,
             access_log=False,
             server_header=False,
+            timeout_keep_alive=args.keep_alive,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
     return 0
 
 
 def _worker(core: Core, args: argparse.Namespace) -> int:
-    """Dramatiq's worker processes, each wired from the environment."""
-    from zenzefi_worker.runtime import NeedsRedis, run_workers
+    """Dramatiq's worker processes, each wired from the environment, and the process that
+    serves their metrics."""
+    from zenzefi_worker.multiprocess import shared_counters
 
-    threads = args.threads or core.settings.worker.threads
-    options = ["--processes", str(args.processes), "--threads", str(threads)]
-    if args.queues:
-        options += ["--queues", *args.queues]
-    try:
-        return run_workers(core, options)
-    except NeedsRedis as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    # Before the worker modules import prometheus_client: the processes then count into
+    # files there, which the metrics process adds up.
+    with shared_counters():
+        from zenzefi_worker.runtime import NeedsRedis, run_workers
+
+        threads = args.threads or core.settings.worker.threads
+        options = ["--processes", str(args.processes), "--threads", str(threads)]
+        if args.queues:
+            options += ["--queues", *args.queues]
+        try:
+            return run_workers(core, options)
+        except NeedsRedis as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
 
 def _scheduler(core: Core, _args: argparse.Namespace) -> int:
@@ -107,6 +120,16 @@ def _check_ledger(core: Core, _args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds >= 1, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zenzefi",
@@ -117,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="apply migrations and serve the HTTP API")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument(
+        "--keep-alive",
+        type=_positive_int,
+        default=KEEP_ALIVE_SECONDS,
+        metavar="SECONDS",
+        help=f"close idle keep-alive connections after this long ({KEEP_ALIVE_SECONDS}); keep "
+        "it above the load balancer's idle timeout",
+    )
     serve.set_defaults(run=_serve)
 
     worker = commands.add_parser(

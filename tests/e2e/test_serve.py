@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+
+from zenzefi_api.cli import build_parser
 
 
 def _free_port() -> int:
@@ -75,3 +78,61 @@ def test_serve_on_the_embedded_default_and_stop_gracefully(tmp_path: Path) -> No
     assert not any("password" in json.dumps(line) for line in lines)
     messages = [line["message"] for line in lines]
     assert "Application shutdown complete." in messages
+
+
+def _read_response(connection: socket.socket) -> bytes:
+    """One HTTP/1.1 response with a Content-Length, or b"" if the server closed instead."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return received
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")[1:]
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_serve_keeps_an_idle_connection_open_longer_than_clients_do(tmp_path: Path) -> None:
+    """A connection idle for longer than httpx's keep-alive expiry (5 s, also uvicorn's own
+    default) still gets its next request answered. If the server gave up as early as its
+    clients, a request sent just as it closed the connection would be dropped unanswered:
+    the load test (bench/load.py) lost requests that way."""
+    port = _free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ZENZEFI_")}
+    process = subprocess.Popen(  # noqa: S603 - a fixed command line
+        [sys.executable, "-m", "zenzefi_api.cli", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    request = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    try:
+        _wait_until_healthy(f"http://127.0.0.1:{port}", process)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(request)
+            assert _read_response(connection).startswith(b"HTTP/1.1 200")
+            time.sleep(5.5)
+            connection.sendall(request)
+            assert _read_response(connection).startswith(b"HTTP/1.1 200")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_serve_refuses_a_keep_alive_below_one_second(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--keep-alive", "0"])
+    assert exited.value.code == 2
+    assert "--keep-alive" in capsys.readouterr().err
+    assert build_parser().parse_args(["serve", "--keep-alive", "90"]).keep_alive == 90
