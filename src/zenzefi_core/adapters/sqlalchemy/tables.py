@@ -227,6 +227,14 @@ access_tokens = Table(
         name="activation_complete",
     ),
     Index(None, "user_id", "created_at"),
+    # Usage analytics count a user's usable tokens.
+    Index(
+        "ix_access_tokens_user_id_expires_at_usable",
+        "user_id",
+        "expires_at",
+        sqlite_where=text("revoked_at IS NULL"),
+        postgresql_where=text("revoked_at IS NULL"),
+    ),
     Index(None, "bundle_purchase_id"),
     # The scheduled expiry scans look tokens up by when they end.
     Index(None, "expires_at"),
@@ -347,6 +355,13 @@ proxy_sessions = Table(
         "user_id",
         "started_at",
         postgresql_include=["request_count", "bytes_in", "bytes_out", "ended_at"],
+    ),
+    # Usage analytics count a user's open sessions.
+    Index(
+        "ix_proxy_sessions_user_id_open",
+        "user_id",
+        sqlite_where=text("ended_at IS NULL"),
+        postgresql_where=text("ended_at IS NULL"),
     ),
     # Global analytics read every user's sessions over a window of time.
     Index(
