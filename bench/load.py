@@ -1,7 +1,7 @@
 """A mixed workload against a production-shaped installation for minutes on end: throughput,
 latency and errors per operation, memory of every process over time, and the ledger afterwards.
 
-    python bench/load.py [--duration 180] [--vus 32] [--users 16]
+    python bench/load.py [--duration 180] [--vus 32] [--users 16] [--weight login=0 ...]
 
 What it does:
 
@@ -25,7 +25,8 @@ What it does:
    at random with these weights: proxied GET of 1 KB as the desktop client does it
    (`X-Access-Token`, `X-Device-ID`), proxy status, balance, usage analytics (day, week or
    month), token purchase, token revocation (refund), bundle purchase, top-up (a payment intent,
-   then the provider's signed callback), login. Wallets hold far more than the run can spend, so
+   then the provider's signed callback), login (`--weight` changes them; one operation alone
+   gives its cost per request). Wallets hold far more than the run can spend, so
    every answer other than the operation's success status is an error: 402, 429, 5xx, timeouts
    and dropped connections alike. The analytics operation is left out, with a note, when the
    route does not exist on this version.
@@ -503,6 +504,7 @@ class Load:
     analytics: bool
     window: tuple[float, float]
     think: float
+    weights: dict[str, int]
     stats: dict[str, OperationStats] = field(default_factory=dict)
     samples: list[str] = field(default_factory=list)
     #: The machine's load averages when the window opened and closed.
@@ -522,10 +524,12 @@ class Load:
             stats.ok += 1
             stats.latencies.append(finished - started)
 
-    def note(self, operation: str, failure: str, response: httpx.Response | None) -> None:
-        """Keep the first few failures' bodies for the report."""
+    def note(
+        self, operation: str, failure: str, response: httpx.Response | None, detail: str
+    ) -> None:
+        """Keep the first few failures' bodies (or exception messages) for the report."""
         if len(self.samples) < 10:
-            body = "" if response is None else response.text[:300]
+            body = detail if response is None else response.text[:300]
             self.samples.append(f"{operation}: {failure} {body}")
 
 
@@ -543,17 +547,20 @@ async def call(
     started = time.perf_counter()
     response: httpx.Response | None = None
     failure: str | None = None
+    detail = ""
+    server = load.next_server()
     try:
-        response = await http.request(method, load.next_server() + path, **request)
+        response = await http.request(method, server + path, **request)
         if response.status_code != expected:
             failure = str(response.status_code)
         elif not check(response):
             failure = "unexpected body"
     except httpx.HTTPError as error:
         failure = type(error).__name__
+        detail = f"{error} ({load.servers.index(server) + 1}. API process)"
     load.record(operation, started, failure)
     if failure is not None:
-        load.note(operation, failure, response)
+        load.note(operation, failure, response, detail)
         return None
     return response
 
@@ -636,8 +643,12 @@ async def operate(
 
 async def virtual_user(load: Load, vu: VirtualUser, seed: int) -> None:
     draw = random.Random(seed)
-    operations = [name for name in WEIGHTS if load.analytics or name != "analytics"]
-    weights = [WEIGHTS[name] for name in operations]
+    operations = [
+        name
+        for name, weight in load.weights.items()
+        if weight > 0 and (load.analytics or name != "analytics")
+    ]
+    weights = [load.weights[name] for name in operations]
     limits = httpx.Limits(max_connections=len(load.servers), max_keepalive_connections=2)
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
         while time.perf_counter() < load.window[1]:
@@ -816,6 +827,12 @@ def report(load: Load, seconds: float, cpu: dict[str, float], memory: list[str],
         print(f"  {sample}")
     print("\nCPU used during the measured window (cores = CPU seconds / wall seconds):")
     print("  " + ", ".join(f"{name} {used / seconds:.2f}" for name, used in cpu.items()))
+    if total_ok:
+        per_request = {name: used * 1000 / total_ok for name, used in cpu.items()}
+        print(
+            "CPU ms per successful request: "
+            + ", ".join(f"{name} {used:.2f}" for name, used in per_request.items())
+        )
     print("\n| process | RSS start MB | middle MB | end MB | peak MB | trend |")
     print("|---|---|---|---|---|---|")
     for line in memory:
@@ -870,7 +887,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--database", default="zenzefi_bench_load", help="its name")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/7", help="Redis URL")
     parser.add_argument("--keep-database", action="store_true", help="do not drop it at the end")
+    parser.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="OPERATION=N",
+        help="change one operation's weight, e.g. --weight login=0 (repeatable); operations: "
+        + ", ".join(f"{name!r}={weight}" for name, weight in WEIGHTS.items()),
+    )
     args = parser.parse_args(argv)
+    weights = dict(WEIGHTS)
+    for change in args.weight:
+        name, _, value = change.rpartition("=")
+        if name not in weights or not value.isdigit():
+            parser.error(f"--weight {change}: expected OPERATION=N with one of {list(WEIGHTS)}")
+        weights[name] = int(value)
+    if not any(weights.values()):
+        parser.error("every weight is zero")
     if args.role == "upstream":
         asyncio.run(_serve_upstream(args.port))
         return 0
@@ -964,6 +997,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 analytics=probe.status_code != 404,
                 window=window,
                 think=args.think,
+                weights=weights,
             )
             memory = Memory(labels)
             print(
