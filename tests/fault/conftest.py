@@ -21,7 +21,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,6 @@ from email import message_from_bytes
 from email import policy as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -42,6 +40,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import service_unavailable
+from tests.notifications import eventually, free_port
 from tests.shop import open_account
 from zenzefi_core.adapters.sqlalchemy import SqlAlchemyUnitOfWork, make_engine, upgrade
 from zenzefi_core.clock import FixedClock
@@ -56,27 +55,6 @@ OPERATOR = "operator"
 CUSTOMER = "alice"
 CUSTOMER_FUNDS = "100000.00"
 PASSWORD = "correct horse"
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def eventually(
-    probe: Callable[[], T | None], *, timeout: float = 15.0, what: str = "the condition"
-) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _run(command: list[str], *, user: str | None = None) -> None:

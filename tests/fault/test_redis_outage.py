@@ -22,12 +22,12 @@ from tests.fault.conftest import (
     Process,
     Receiver,
     Upstream,
-    eventually,
     open_shop,
     start_api,
     zenzefi,
 )
 from tests.fault.conftest import environment as zenzefi_environment
+from tests.notifications import eventually
 
 pytestmark = pytest.mark.fault
 

@@ -19,11 +19,11 @@ from tests.fault.conftest import (
     FaultDatabase,
     Process,
     Upstream,
-    eventually,
     open_shop,
     start_api,
 )
 from tests.fault.conftest import environment as zenzefi_environment
+from tests.notifications import eventually
 
 pytestmark = pytest.mark.fault
 

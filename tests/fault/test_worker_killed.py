@@ -27,9 +27,9 @@ from tests.fault.conftest import (
     PrivateRedis,
     Process,
     Receiver,
-    eventually,
 )
 from tests.fault.conftest import environment as zenzefi_environment
+from tests.notifications import eventually
 from tests.shop import open_account
 from zenzefi_core.adapters.resolver import SocketResolver
 from zenzefi_core.bootstrap import Core
