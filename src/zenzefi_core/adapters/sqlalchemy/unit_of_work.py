@@ -117,8 +117,11 @@ class SqlAlchemyUnitOfWork:
             return
         try:
             connection.rollback()
-        except DBAPIError:
-            if not _unavailable(exc):
+        except DBAPIError as error:
+            # The connection died at the very end (the database stopped just then): what the
+            # block committed is committed and the server drops the rest, so the block's
+            # outcome stands. Only a failure of another kind is news.
+            if not (_unavailable(exc) or _unavailable(error)):
                 raise
         finally:
             connection.close()
