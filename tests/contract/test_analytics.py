@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.conftest import UserMaker
+from tests.conftest import StoreMaker, UserMaker
 from zenzefi_core.analytics import (
     ActivityBucketRow,
     LiveUsage,
@@ -266,3 +269,239 @@ def test_active_and_top_users(uow_factory: UnitOfWorkFactory, data: Data) -> Non
             TopUser(data.alice.id, "alice@example.com", 27, 340)
         ]
         assert uow.analytics.top_users(NOW + MINUTE, NOW + 2 * MINUTE, limit=10) == []
+
+
+# --- Random data against a plain reference, boundaries favoured. ---
+
+HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
+#: A now with a fraction of a second, so no bucket boundary falls on a whole second.
+ODD_NOW = datetime(2026, 11, 27, 12, 0, 0, 500_001, tzinfo=UTC)
+
+offsets = st.one_of(
+    # On a bucket boundary of some window, a microsecond either side of it, or at the end of
+    # a second (SQLite's own time functions round .9995 and above up to the next second).
+    st.builds(
+        lambda k, unit, nudge: -k * unit + nudge,
+        st.integers(0, 31),
+        st.sampled_from([HOUR_US, DAY_US]),
+        st.sampled_from([-1, 0, 1, 499_998]),
+    ),
+    st.integers(-32 * DAY_US, DAY_US),
+)
+LEDGER_KINDS = [
+    (TransactionType.PURCHASE, TOKEN_REFERENCE, -1),
+    (TransactionType.PURCHASE, BUNDLE_PURCHASE_REFERENCE, -1),
+    (TransactionType.REFUND, TOKEN_REFERENCE, 1),
+    (TransactionType.REFERRAL_BONUS, TOKEN_REFERENCE, 1),
+    (TransactionType.REFERRAL_CLAWBACK, TOKEN_REFERENCE, -1),
+    (TransactionType.ADJUSTMENT, "audit_log", 1),
+]
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    user: int
+    start: int
+    length: int | None
+    requests: int
+    bytes_in: int
+    bytes_out: int
+
+
+@dataclass(frozen=True)
+class EntrySpec:
+    user: int
+    kind: int
+    cents: int
+    at: int
+
+
+@dataclass(frozen=True)
+class Scenario:
+    created: list[int]
+    sessions: list[SessionSpec]
+    entries: list[EntrySpec]
+
+
+scenarios = st.integers(1, 4).flatmap(
+    lambda n: st.builds(
+        Scenario,
+        created=st.lists(offsets.filter(lambda o: o < 0), min_size=n, max_size=n),
+        sessions=st.lists(
+            st.builds(
+                SessionSpec,
+                user=st.integers(0, n - 1),
+                start=offsets,
+                length=st.one_of(st.none(), st.integers(0, 3 * DAY_US)),
+                requests=st.integers(0, 10**6),
+                bytes_in=st.integers(0, 10**10),
+                bytes_out=st.integers(0, 10**10),
+            ),
+            max_size=12,
+        ),
+        entries=st.lists(
+            st.builds(
+                EntrySpec,
+                user=st.integers(0, n - 1),
+                kind=st.integers(0, len(LEDGER_KINDS) - 1),
+                cents=st.integers(1, 10_000),
+                at=offsets,
+            ),
+            max_size=10,
+        ),
+    )
+)
+
+
+def _at(offset: int) -> datetime:
+    return ODD_NOW + offset * MICRO
+
+
+def _build(
+    uow_factory: UnitOfWorkFactory, clock: FixedClock, make_user: UserMaker, s: Scenario
+) -> list[User]:
+    people = []
+    for number, created in enumerate(s.created):
+        clock.set(_at(created))
+        people.append(make_user(uow_factory, f"user{number}", balance=Decimal("1000000.00")))
+    with uow_factory() as uow:
+        for entry in s.entries:
+            kind, reference, sign = LEDGER_KINDS[entry.kind]
+            clock.set(_at(entry.at))
+            post_entry(
+                uow,
+                clock,
+                user_id=people[entry.user].id,
+                amount=Decimal(sign * entry.cents) / 100,
+                transaction_type=kind,
+                description="test",
+                reference_type=reference,
+                reference_id=str(new_id()),
+            )
+        for spec in s.sessions:
+            started = _at(spec.start)
+            owner = people[spec.user]
+            token = issue_token(
+                user_id=owner.id,
+                duration_hours=24,
+                scope=TokenScope.FULL,
+                price_paid=Decimal("1.00"),
+                created_at=started,
+            ).token
+            uow.tokens.add_all([token])
+            assert uow.proxy_sessions.start(
+                ProxySession(
+                    id=new_id(),
+                    token_id=token.id,
+                    user_id=owner.id,
+                    device_id="device",
+                    started_at=started,
+                    last_activity=started,
+                    ended_at=None if spec.length is None else started + spec.length * MICRO,
+                    request_count=spec.requests,
+                    bytes_in=spec.bytes_in,
+                    bytes_out=spec.bytes_out,
+                )
+            )
+        uow.commit()
+    clock.set(ODD_NOW)
+    return people
+
+
+def _expected_usage(s: Scenario, user: int, window: Window) -> list[UsageBucketRow]:
+    rows: dict[int, list[int]] = {}
+    for spec in s.sessions:
+        started = _at(spec.start)
+        if spec.user != user or not window.start <= started < window.end:
+            continue
+        lasted = window.end - started
+        if spec.length is not None:
+            lasted = min(lasted, spec.length * MICRO)
+        row = rows.setdefault((started - window.start) // window.width, [0, 0, 0, 0])
+        row[0] += spec.requests
+        row[1] += spec.bytes_in + spec.bytes_out
+        row[2] += 1
+        row[3] += lasted // MICRO
+    return [UsageBucketRow(i, *values) for i, values in sorted(rows.items())]
+
+
+def _expected_activity(s: Scenario, window: Window) -> list[ActivityBucketRow]:
+    rows: dict[int, dict[str, Any]] = {}
+
+    def add(moment: datetime, name: str, amount: Any) -> None:
+        if window.start <= moment < window.end:
+            row = rows.setdefault((moment - window.start) // window.width, {})
+            row[name] = row.get(name, 0) + amount
+
+    for created in s.created:
+        add(_at(created), "new_users", 1)
+    for entry in s.entries:
+        kind, reference, _ = LEDGER_KINDS[entry.kind]
+        amount = Decimal(entry.cents) / 100
+        if kind == TransactionType.PURCHASE:
+            add(_at(entry.at), "revenue", amount)
+            name = "token_purchases" if reference == TOKEN_REFERENCE else "bundle_purchases"
+            add(_at(entry.at), name, 1)
+        elif kind == TransactionType.REFUND:
+            add(_at(entry.at), "refunds", amount)
+        elif kind == TransactionType.REFERRAL_BONUS:
+            add(_at(entry.at), "referral_bonuses", amount)
+    seen: dict[int, set[int]] = {}
+    for spec in s.sessions:
+        started = _at(spec.start)
+        add(started, "proxy_requests", spec.requests)
+        add(started, "bytes_transferred", spec.bytes_in + spec.bytes_out)
+        if window.start <= started < window.end:
+            seen.setdefault((started - window.start) // window.width, set()).add(spec.user)
+    for index, who in seen.items():
+        rows[index]["active_users"] = len(who)
+    return [ActivityBucketRow(i, **values) for i, values in sorted(rows.items())]
+
+
+def _expected_top(s: Scenario, people: list[User], start: datetime, end: datetime) -> list:
+    sums: dict[int, list[int]] = {}
+    for spec in s.sessions:
+        if start <= _at(spec.start) < end:
+            row = sums.setdefault(spec.user, [0, 0])
+            row[0] += spec.requests
+            row[1] += spec.bytes_in + spec.bytes_out
+    ranked = sorted(sums.items(), key=lambda kv: (-kv[1][0], -kv[1][1], people[kv[0]].id))
+    return [
+        TopUser(people[user].id, people[user].email, requests, moved)
+        for user, (requests, moved) in ranked[:10]
+    ]
+
+
+def test_the_store_sums_random_data_like_the_rules_say(
+    store_maker: StoreMaker, clock: FixedClock, make_user: UserMaker
+) -> None:
+    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(scenarios)
+    def check(s: Scenario) -> None:
+        uow_factory = store_maker()
+        people = _build(uow_factory, clock, make_user, s)
+        with uow_factory() as uow:
+            for period in Period:
+                window = Window.ending_at(period, ODD_NOW)
+                for number, person in enumerate(people):
+                    assert uow.analytics.usage_by_bucket(person.id, window) == _expected_usage(
+                        s, number, window
+                    ), (period, number)
+                assert uow.analytics.activity_by_bucket(window) == _expected_activity(s, window)
+                for start in (window.start, window.end - timedelta(hours=24)):
+                    expected = len(
+                        {x.user for x in s.sessions if start <= _at(x.start) < window.end}
+                    )
+                    assert uow.analytics.active_users(start, window.end) == expected
+                assert uow.analytics.top_users(window.start, window.end, limit=10) == (
+                    _expected_top(s, people, window.start, window.end)
+                )
+            for number, person in enumerate(people):
+                mine = [x for x in s.sessions if x.user == number]
+                assert uow.analytics.live_usage(person.id, ODD_NOW) == LiveUsage(
+                    active_sessions=sum(1 for x in mine if x.length is None),
+                    active_tokens=len(mine),
+                )
+
+    check()
