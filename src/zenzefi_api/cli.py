@@ -57,18 +57,24 @@ def _serve(core: Core, args: argparse.Namespace) -> int:
 
 
 def _worker(core: Core, args: argparse.Namespace) -> int:
-    """Dramatiq's worker processes, each wired from the environment."""
-    from zenzefi_worker.runtime import NeedsRedis, run_workers
+    """Dramatiq's worker processes, each wired from the environment, and the process that
+    serves their metrics."""
+    from zenzefi_worker.multiprocess import shared_counters
 
-    threads = args.threads or core.settings.worker.threads
-    options = ["--processes", str(args.processes), "--threads", str(threads)]
-    if args.queues:
-        options += ["--queues", *args.queues]
-    try:
-        return run_workers(core, options)
-    except NeedsRedis as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    # Before the worker modules import prometheus_client: the processes then count into
+    # files there, which the metrics process adds up.
+    with shared_counters():
+        from zenzefi_worker.runtime import NeedsRedis, run_workers
+
+        threads = args.threads or core.settings.worker.threads
+        options = ["--processes", str(args.processes), "--threads", str(threads)]
+        if args.queues:
+            options += ["--queues", *args.queues]
+        try:
+            return run_workers(core, options)
+        except NeedsRedis as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
 
 def _scheduler(core: Core, _args: argparse.Namespace) -> int:

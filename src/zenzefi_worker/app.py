@@ -55,6 +55,13 @@ from zenzefi_core.services.webhooks import (
     WebhookPolicy,
 )
 from zenzefi_core.webhooks import SecretCipher
+from zenzefi_worker.metrics import (
+    EMAILS,
+    WEBHOOK_DELIVERIES,
+    ActorMetrics,
+    email_outcome,
+    webhook_outcome,
+)
 from zenzefi_worker.webhooks import HttpxWebhookSender, RedisSlotCache
 
 logger = logging.getLogger("zenzefi.worker")
@@ -121,6 +128,8 @@ class WorkerApp:
         settings = core.settings
         self.core = core
         self.broker = broker
+        if not any(isinstance(m, ActorMetrics) for m in broker.middleware):
+            broker.add_middleware(ActorMetrics())
         self.mailer = mailer or mailer_from_settings(settings)
         self.policy = NotificationPolicy.from_settings(settings)
         links = UnsubscribeLinks.from_settings(settings)
@@ -206,6 +215,7 @@ class WorkerApp:
 
     def _deliver_webhook(self, delivery_id: str) -> None:
         outcome = self._deliver(UUID(delivery_id))
+        WEBHOOK_DELIVERIES.labels(webhook_outcome(outcome)).inc()
         if outcome.disabled is not None:
             self._tell_disabled(outcome.disabled)
         if outcome.retry_in is None:
@@ -241,6 +251,7 @@ class WorkerApp:
 
     def _send_notification(self, notification_id: str) -> None:
         outcome = self._send(UUID(notification_id))
+        EMAILS.labels(email_outcome(outcome.state)).inc()
         if outcome.retry_in is not None:
             delay = max(int(outcome.retry_in.total_seconds() * 1000), 1)
             raise dramatiq.Retry(f"mail server refused: {outcome.error}", delay=delay)
