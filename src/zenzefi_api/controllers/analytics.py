@@ -36,8 +36,8 @@ from zenzefi_core.services.analytics import (
 PeriodParam = Annotated[
     Period,
     QueryParameter(
-        description="`day` (last 24 h, hourly buckets), `week` (last 7 days, daily) or "
-        "`month` (last 30 days, daily); another value is 422"
+        description="`day` (the default: last 24 h, hourly buckets), `week` (last 7 days, "
+        "daily) or `month` (last 30 days, daily); another value is 422"
     ),
 ]
 
