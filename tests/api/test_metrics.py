@@ -4,11 +4,14 @@ database that is down or slow makes a scrape say so instead of failing."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml  # type: ignore[import-untyped]
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
@@ -220,3 +223,53 @@ def test_scrapes_stay_out_of_the_access_log_unless_they_fail(
     assert guarded.get("/health").is_success
     logged = [r.fields["path"] for r in caplog.records if r.name == "zenzefi.access"]  # type: ignore[attr-defined]
     assert logged == ["/metrics", "/health"]
+
+
+ALERTS = Path(__file__).resolve().parents[2] / "docs" / "prometheus-alerts.yml"
+#: A metric name in PromQL, and the label names its selector matches on.
+SELECTOR = re.compile(r"\b(zenzefi_[a-z0-9_]+)(?:\{([^}]*)\})?")
+MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+
+
+def exported(page: str) -> dict[str, set[str]]:
+    """Every series name the page can hold (a histogram's `_bucket`, `_count` and `_sum`, a
+    counter's `_total`), with the label names seen on it."""
+    names: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(page):
+        suffixes = {
+            "counter": ["_total"],
+            "histogram": ["_bucket", "_count", "_sum"],
+        }.get(family.type, [""])
+        for suffix in suffixes:
+            names.setdefault(family.name + suffix, set())
+        for sample in family.samples:
+            names.setdefault(sample.name, set()).update(sample.labels)
+    return names
+
+
+def test_the_alert_rules_use_only_exported_metrics(client: ApiClient) -> None:
+    # The worker's metrics live in the same registry when it runs inside the API process.
+    import zenzefi_worker.metrics  # noqa: F401
+
+    # Litestar's HTTP metrics exist from the first request on.
+    assert client.get("/health").status_code == 200
+    available = exported(client.get("/metrics").text)
+    rules = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
+    checked = []
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            assert {"alert", "expr", "labels", "annotations"} <= set(rule), rule
+            text = rule["expr"] + " " + " ".join(rule["annotations"].values())
+            for name, selector in SELECTOR.findall(text):
+                assert name in available, f"{rule['alert']} uses {name}, which nobody exports"
+                labels = set(MATCHER.findall(selector)) - {"le"}
+                if available[name]:
+                    assert labels <= available[name], (rule["alert"], name, labels)
+                checked.append(name)
+    assert {
+        "zenzefi_proxy_upstream_latency_seconds_bucket",
+        "zenzefi_http_requests_total",
+        "zenzefi_outbox_oldest_pending_age_seconds",
+        "zenzefi_webhook_deliveries_total",
+        "zenzefi_proxy_token_checks_total",
+    } <= set(checked)
