@@ -18,11 +18,12 @@ from zenzefi_core.settings import Settings
 
 #: How long a stopping server lets running requests finish before it closes their connections.
 GRACEFUL_SHUTDOWN_SECONDS = 10
-#: How long an idle keep-alive connection stays open. Longer than the idle timeouts of load
-#: balancers (60 s in nginx and the common cloud balancers) and HTTP clients (httpx: 5 s), so
-#: the other side always closes first: when both sides give up at the same moment, a request
-#: sent just as the server closes is dropped unanswered. Uvicorn's own default is 5 s, the same
-#: as httpx's, and the load test (bench/load.py) lost requests to exactly that.
+#: How long an idle keep-alive connection stays open. Longer than the idle timeouts of HTTP
+#: clients (httpx: 5 s) and of the usual load balancers (60 s in nginx and AWS's; a balancer
+#: that keeps them longer, such as Google Cloud's (about ten minutes), needs `--keep-alive` above
+#: its own), so the other side always closes first: when both sides give up at the same moment,
+#: a request sent just as the server closes is dropped unanswered. Uvicorn's own default is 5 s,
+#: the same as httpx's, and the load test (bench/load.py) lost requests to exactly that.
 KEEP_ALIVE_SECONDS = 75
 #: The jobs `zenzefi jobs run` knows (`zenzefi_worker.app.WorkerApp.jobs`).
 JOB_NAMES = ("outbox-relay", "token-expiry-scan", "session-cleanup")
