@@ -233,32 +233,8 @@ class SqlAnalyticsQueries:
         ):
             merge(index, new_users=int(count))
 
-        t = transactions.c
-        purchase = t.transaction_type == TransactionType.PURCHASE.value
-        entry_bucket = self._bucket(t.created_at, window)
         for index, tokens, bundles, revenue, refunds, bonuses in self._c.execute(
-            select(
-                entry_bucket,
-                self._count_where(and_(purchase, t.reference_type == TOKEN_REFERENCE)),
-                self._count_where(and_(purchase, t.reference_type == BUNDLE_PURCHASE_REFERENCE)),
-                self._money_sum(purchase, -t.amount),
-                self._money_sum(t.transaction_type == TransactionType.REFUND.value, t.amount),
-                self._money_sum(
-                    t.transaction_type == TransactionType.REFERRAL_BONUS.value, t.amount
-                ),
-            )
-            .where(
-                t.transaction_type.in_(
-                    [
-                        TransactionType.PURCHASE.value,
-                        TransactionType.REFUND.value,
-                        TransactionType.REFERRAL_BONUS.value,
-                    ]
-                ),
-                t.created_at >= window.start,
-                t.created_at < window.end,
-            )
-            .group_by(entry_bucket)
+            self._ledger_activity(window)
         ):
             merge(
                 index,
@@ -277,6 +253,53 @@ class SqlAnalyticsQueries:
                 active_users=int(people),
             )
         return [ActivityBucketRow(index, **values) for index, values in sorted(rows.items())]
+
+    def _ledger_activity(self, window: Window) -> Any:
+        """Per bucket: purchases of tokens and of bundles, revenue, refunds, bonuses credited."""
+        t = transactions.c
+        purchase = t.transaction_type == TransactionType.PURCHASE.value
+        sums = (
+            self._count_where(and_(purchase, t.reference_type == TOKEN_REFERENCE)).label("tokens"),
+            self._count_where(and_(purchase, t.reference_type == BUNDLE_PURCHASE_REFERENCE)).label(
+                "bundles"
+            ),
+            self._money_sum(purchase, -t.amount).label("revenue"),
+            self._money_sum(t.transaction_type == TransactionType.REFUND.value, t.amount).label(
+                "refunds"
+            ),
+            self._money_sum(
+                t.transaction_type == TransactionType.REFERRAL_BONUS.value, t.amount
+            ).label("bonuses"),
+        )
+        counted = t.transaction_type.in_(
+            [
+                TransactionType.PURCHASE.value,
+                TransactionType.REFUND.value,
+                TransactionType.REFERRAL_BONUS.value,
+            ]
+        )
+        if self._sqlite:
+            entry_bucket = self._bucket(t.created_at, window)
+            return (
+                select(entry_bucket, *sums)
+                .where(counted, t.created_at >= window.start, t.created_at < window.end)
+                .group_by(entry_bucket)
+            )
+        # Each bucket's ranges of the (transaction_type, created_at) index, which carries the
+        # reference type and amount: no bucket computed per entry, no grouping of them.
+        edges = self._edges(window)
+        per = (
+            select(*sums, func.count().label("entries"))
+            .where(counted, t.created_at >= edges.c.lo, t.created_at < edges.c.hi)
+            .lateral("per")
+        )
+        return (
+            select(
+                edges.c.i, per.c.tokens, per.c.bundles, per.c.revenue, per.c.refunds, per.c.bonuses
+            )
+            .select_from(edges.join(per, true()))
+            .where(per.c.entries > 0)
+        )
 
     def _proxy_activity(self, window: Window) -> Any:
         """Per bucket: requests, bytes and distinct users of the sessions started in it."""
