@@ -50,7 +50,7 @@ from zenzefi_api.controllers.webhooks import WebhooksController
 from zenzefi_api.dashboard import DashboardController
 from zenzefi_api.errors import EXCEPTION_HANDLERS
 from zenzefi_api.health import HealthController, UpstreamProbe
-from zenzefi_api.metrics import HTTP_METRICS, count_ledger, metrics
+from zenzefi_api.metrics import HttpMetrics, count_ledger, metrics
 from zenzefi_api.proxy import ProxyController, ProxyRuntime
 from zenzefi_api.ratelimit import SlidingWindowLimiter
 from zenzefi_core.adapters.cache import InProcessCache
@@ -166,7 +166,7 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
             DashboardController,
         ],
         dependencies=DEPENDENCIES,
-        middleware=[HTTP_METRICS.middleware],
+        middleware=[HttpMetrics],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         state=State({STATE_KEY: context}),

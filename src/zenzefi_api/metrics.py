@@ -5,8 +5,8 @@ Every API process counts for itself and is scraped as a target of its own (Prome
 another; `zenzefi serve` runs one process, and a deployment starts as many as it needs.
 
 Three kinds of numbers:
-- HTTP requests by route template (`/api/v1/tokens/{token_id:uuid}`, never the raw path, so the
-  series stay few), from Litestar's Prometheus middleware.
+- HTTP requests by route template (`/api/v1/tokens/{token_id}`, never the raw path, so the
+  series stay few), from `HttpMetrics`.
 - What this process did, counted where the outcome is known: proxied requests, their bytes and
   latency and the token checks in `zenzefi_api.proxy`; purchases, revenue, referral bonuses and
   ledger entries from the ledger entries each unit of work committed (`LedgerMetrics`, the
@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import anyio
 import anyio.to_thread
 from litestar import Request, Response, get
+from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
-from litestar.plugins.prometheus import PrometheusConfig
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -56,16 +58,62 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstre
 #: Route handlers with this key in their `opt` are left out of the HTTP metrics.
 EXCLUDE_OPT_KEY = "exclude_from_metrics"
 
-#: `zenzefi_http_requests_total`, `zenzefi_http_request_duration_seconds`,
-#: `zenzefi_http_requests_in_progress` and `zenzefi_http_requests_error_total`, labelled with the
-#: method, the route template (`path`), the status code and `app_name`.
-HTTP_METRICS = PrometheusConfig(
-    app_name="zenzefi",
-    prefix="zenzefi_http",
-    group_path=True,
-    exclude_opt_key=EXCLUDE_OPT_KEY,
+HTTP_LABELS = ["method", "path", "status_code"]
+HTTP_REQUESTS = Counter(
+    "zenzefi_http_requests",
+    "Requests answered, by method, route template (`path`) and status code.",
+    HTTP_LABELS,
+)
+HTTP_DURATION = Histogram(
+    "zenzefi_http_request_duration_seconds",
+    "From a request's arrival at its route to the last byte of its answer.",
+    HTTP_LABELS,
     buckets=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
 )
+
+
+class HttpMetrics:
+    """Route middleware: counts and times every request by method, route template and status.
+
+    Litestar's own Prometheus middleware records the same, but added some 33 microseconds to a
+    trivial route that Litestar itself serves in 25 (it builds a `Request`, label dictionaries
+    and an in-progress gauge each time); the proxy's hot path should not pay that. This keeps
+    one pair of labelled children per (method, template, status) and adds about 6.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = scope.get("route_handler")
+        if scope["type"] != ScopeType.HTTP or (
+            handler is not None and handler.opt.get(EXCLUDE_OPT_KEY)
+        ):
+            await self._app(scope, receive, send)
+            return
+        method, template = scope["method"], scope.get("path_template", scope["path"])
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_status)
+        finally:
+            key = (method, template, status)
+            series = self._series.get(key)
+            if series is None:
+                labels = (key[0], key[1], str(status))
+                series = (HTTP_REQUESTS.labels(*labels), HTTP_DURATION.labels(*labels))
+                self._series[key] = series
+            series[0].inc()
+            series[1].observe(time.perf_counter() - started)
+
 
 #: What became of a forwarded request: the upstream's status class, or why there was none.
 PROXY_RESULTS = ("2xx", "3xx", "4xx", "5xx", "unreachable", "timeout")

@@ -53,7 +53,6 @@ def test_requests_bytes_latency_and_token_checks_move_by_what_passed(proxy: Prox
         "method": "GET",
         "path": "/api/v1/proxy/{path}",
         "status_code": "401",
-        "app_name": "zenzefi",
     }
     assert moved(before, after, "zenzefi_http_requests_total", refused) == 1
 
