@@ -9,15 +9,15 @@ Three kinds of numbers:
   series stay few), from `HttpMetrics`.
 - What this process did, counted where the outcome is known: proxied requests, their bytes and
   latency and the token checks in `zenzefi_api.proxy`; purchases, revenue, referral bonuses and
-  ledger entries from the ledger entries each unit of work committed (`LedgerMetrics`, the
+  ledger entries from the ledger entries each unit of work committed (`count_ledger`, the
   core's ledger observer), so a rolled-back purchase or an idempotent replay counts nothing.
 - What the whole system looks like (outbox backlog, open sessions, running tokens), read from
   the database at scrape time with indexed aggregates. When the database does not answer within
   `HEALTH_TIMEOUT_SECONDS`, those are left out and `zenzefi_database_up` is 0: a scrape never
   fails because the database is down.
 
-On the embedded default the worker runs in this process too, and its metrics
-(`zenzefi_worker`) appear here.
+On the embedded default the worker runs in this process too, and its metrics (actor runs,
+webhook deliveries, emails; `zenzefi_worker.metrics`) appear here.
 """
 
 from __future__ import annotations
