@@ -26,10 +26,12 @@ logger = logging.getLogger("zenzefi.cache")
 T = TypeVar("T")
 
 #: After a failure Redis is left alone this long: the proxy reads it on the event loop, so an
-#: outage must not cost every request a connection attempt.
-RETRY_AFTER_FAILURE_SECONDS = 1.0
-#: Connecting to a healthy Redis on the local network takes a millisecond; much longer is down.
-CONNECT_TIMEOUT_SECONDS = 1.0
+#: outage must not cost every request a connection attempt or a wait.
+RETRY_AFTER_FAILURE_SECONDS = 2.0
+#: The cache's commands are O(1) on a nearby Redis and take a millisecond; one that has not
+#: answered (or connected) within this long is treated as down. The event loop waits this
+#: long at most, once per pause, when Redis hangs instead of refusing.
+TIMEOUT_SECONDS = 0.5
 
 
 def _milliseconds(seconds: float) -> int:
@@ -66,8 +68,8 @@ class RedisAccessCache:
         client = redis.Redis.from_url(
             url,
             decode_responses=True,
-            socket_timeout=2.0,
-            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            socket_timeout=TIMEOUT_SECONDS,
+            socket_connect_timeout=TIMEOUT_SECONDS,
         )
         return cls(client, namespace)
 

@@ -157,6 +157,15 @@ class PrivateRedis:
         finally:
             client.close()
 
+    def pause(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel and nothing answers (a hung Redis)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()

@@ -100,6 +100,19 @@ def test_redis_down_proxy_serves_from_the_database_and_events_wait(
             what="the first purchase's webhook",
         )
 
+        # Hung rather than stopped: every cache call would wait; the proxy gives up on Redis
+        # quickly and asks the database instead.
+        redis_up.pause()
+        try:
+            for _ in range(3):
+                answer = forward(first, "device-one-1")
+                assert answer.status_code == 200, answer.text
+            hung = client.get("/health")
+            assert hung.status_code == 200
+            assert hung.json()["status"] == "degraded"
+        finally:
+            redis_up.resume()
+
         redis_up.stop()
         health = client.get("/health")
         assert health.status_code == 200
@@ -151,7 +164,7 @@ def test_redis_down_proxy_serves_from_the_database_and_events_wait(
         eventually(
             lambda: (
                 fault_database.scalar("SELECT coalesce(sum(request_count), 0) FROM proxy_sessions")
-                == 11
+                == 14
             ),
             timeout=10,
             what="the usage flush",
