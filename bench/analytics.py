@@ -923,7 +923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="measured API calls per figure")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured API calls first")
     parser.add_argument("--baseline-repeat", type=int, default=3, help="measured row loads")
-    parser.add_argument("--baseline-warmup", type=int, default=1, help="unmeasured row loads")
+    parser.add_argument("--baseline-warmup", type=int, default=0, help="unmeasured row loads")
     parser.add_argument(
         "--postgres",
         default=os.environ.get(
