@@ -631,6 +631,14 @@ class AnalyticsQueries(Protocol):
         first (ties: more bytes first, then by id)."""
         ...
 
+    def activity_with_top_users(
+        self, window: Window, *, limit: int
+    ) -> tuple[list[ActivityBucketRow], list[TopUser]]:
+        """`activity_by_bucket(window)` and `top_users(window.start, window.end, limit=limit)`
+        together: both sum the window's sessions per user, which a store can do once for both
+        (a busy month holds millions of sessions)."""
+        ...
+
 
 class UnitOfWork(Protocol):
     """One use case, one transaction.

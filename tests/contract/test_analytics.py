@@ -271,6 +271,21 @@ def test_active_and_top_users(uow_factory: UnitOfWorkFactory, data: Data) -> Non
         assert uow.analytics.top_users(NOW + MINUTE, NOW + 2 * MINUTE, limit=10) == []
 
 
+def test_activity_with_top_users_is_both_at_once(
+    uow_factory: UnitOfWorkFactory, data: Data
+) -> None:
+    with uow_factory() as uow:
+        for period in Period:
+            window = Window.ending_at(period, NOW)
+            rows, top = uow.analytics.activity_with_top_users(window, limit=10)
+            assert rows == uow.analytics.activity_by_bucket(window), period
+            assert top == uow.analytics.top_users(window.start, window.end, limit=10), period
+        day = Window.ending_at(Period.DAY, NOW)
+        assert uow.analytics.activity_with_top_users(day, limit=1)[1] == [
+            TopUser(data.bob.id, "bob@example.com", 20, 2000)
+        ]
+
+
 # --- Random data against a plain reference, boundaries favoured. ---
 
 HOUR_US = 3_600_000_000
@@ -496,6 +511,10 @@ def test_the_store_sums_random_data_like_the_rules_say(
                     assert uow.analytics.active_users(start, window.end) == expected
                 assert uow.analytics.top_users(window.start, window.end, limit=10) == (
                     _expected_top(s, people, window.start, window.end)
+                )
+                assert uow.analytics.activity_with_top_users(window, limit=10) == (
+                    _expected_activity(s, window),
+                    _expected_top(s, people, window.start, window.end),
                 )
             for number, person in enumerate(people):
                 mine = [x for x in s.sessions if x.user == number]

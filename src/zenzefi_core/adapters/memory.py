@@ -956,6 +956,14 @@ class _AnalyticsQueries:
             for user_id, (requests, transferred) in ranked[:limit]
         ]
 
+    def activity_with_top_users(
+        self, window: Window, *, limit: int
+    ) -> tuple[list[ActivityBucketRow], list[TopUser]]:
+        return (
+            self.activity_by_bucket(window),
+            self.top_users(window.start, window.end, limit=limit),
+        )
+
 
 class InMemoryUnitOfWork:
     users: _UserRepository

@@ -66,10 +66,9 @@ class GetGlobalStats:
         window = Window.ending_at(query.period, self._clock.now())
         with self._uow_factory() as uow:
             require_superuser(uow.users.get(query.actor_id))
-            rows = uow.analytics.activity_by_bucket(window)
+            rows, top = uow.analytics.activity_with_top_users(window, limit=TOP_USERS)
             active = uow.analytics.active_users(window.start, window.end)
             daily = uow.analytics.active_users(window.end - DAU_SPAN, window.end)
-            top = uow.analytics.top_users(window.start, window.end, limit=TOP_USERS)
         return global_report(
             window, rows, active_users=active, daily_active_users=daily, top_users=top
         )

@@ -16,6 +16,7 @@ Floating point (`julianday`) would put a moment lying on a bucket boundary on ei
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -24,7 +25,9 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     Integer,
+    String,
     Subquery,
+    Uuid,
     and_,
     bindparam,
     case,
@@ -220,6 +223,32 @@ class SqlAnalyticsQueries:
 
     def activity_by_bucket(self, window: Window) -> list[ActivityBucketRow]:
         self._plan_per_window()
+        return self._activity(window, self._c.execute(self._proxy_activity(window)))
+
+    def activity_with_top_users(
+        self, window: Window, *, limit: int
+    ) -> tuple[list[ActivityBucketRow], list[TopUser]]:
+        if self._sqlite:
+            return (
+                self.activity_by_bucket(window),
+                self.top_users(window.start, window.end, limit=limit),
+            )
+        self._plan_per_window()
+        proxy: list[tuple[Any, Any, Any, Any]] = []
+        top: list[TopUser] = []
+        for index, user_id, email, requests, moved, people in self._c.execute(
+            self._proxy_activity_with_top_users(window, limit)
+        ):
+            if index is None:
+                top.append(TopUser(user_id, email, int(requests), int(moved)))
+            else:
+                proxy.append((index, requests, moved, people))
+        top.sort(key=lambda user: (-user.requests, -user.bytes_transferred, user.user_id))
+        return self._activity(window, proxy), top
+
+    def _activity(self, window: Window, proxy: Iterable[Sequence[Any]]) -> list[ActivityBucketRow]:
+        """The window's users and ledger per bucket, merged with the proxy's `(bucket,
+        requests, bytes, users)` rows."""
         rows: dict[int, dict[str, Any]] = {}
 
         def merge(index: Any, **values: Any) -> None:
@@ -245,7 +274,7 @@ class SqlAnalyticsQueries:
                 referral_bonuses=bonuses if bonuses is not None else ZERO,
             )
 
-        for index, requests, transferred, people in self._c.execute(self._proxy_activity(window)):
+        for index, requests, transferred, people in proxy:
             merge(
                 index,
                 proxy_requests=int(requests),
@@ -338,6 +367,55 @@ class SqlAnalyticsQueries:
             .select_from(edges.join(per_user, true()))
             .group_by(edges.c.i)
         )
+
+    def _proxy_activity_with_top_users(self, window: Window, limit: int) -> Any:
+        """`_proxy_activity` and the top users from one pass over the window's sessions
+        (PostgreSQL): the per-user sums of each bucket are kept (`per`, a few thousand rows a
+        day) and rolled up both ways. Rows with a bucket are the buckets', rows without one
+        the top users', in no particular order."""
+        c = proxy_sessions.c
+        edges = self._edges(window)
+        per_user = (
+            select(
+                c.user_id,
+                func.sum(c.request_count).label("requests"),
+                func.sum(c.bytes_in + c.bytes_out).label("moved"),
+            )
+            .where(c.started_at >= edges.c.lo, c.started_at < edges.c.hi)
+            .group_by(c.user_id)
+            .lateral("per_user")
+        )
+        per = (
+            select(edges.c.i, per_user.c.user_id, per_user.c.requests, per_user.c.moved)
+            .select_from(edges.join(per_user, true()))
+            .cte("per")
+        )
+        buckets = select(
+            per.c.i,
+            cast(None, Uuid),
+            cast(None, String),
+            func.sum(per.c.requests),
+            func.sum(per.c.moved),
+            func.count(),
+        ).group_by(per.c.i)
+        requests = func.sum(per.c.requests).label("requests")
+        moved = func.sum(per.c.moved).label("moved")
+        ranked = (
+            select(per.c.user_id, requests, moved)
+            .group_by(per.c.user_id)
+            .order_by(requests.desc(), moved.desc(), per.c.user_id)
+            .limit(bindparam("top", limit))
+            .subquery("ranked")
+        )
+        top = select(
+            cast(None, Integer),
+            ranked.c.user_id,
+            users.c.email,
+            ranked.c.requests,
+            ranked.c.moved,
+            cast(None, BigInteger),
+        ).select_from(ranked.join(users, users.c.id == ranked.c.user_id))
+        return union_all(buckets, top)
 
     def active_users(self, start: datetime, end: datetime) -> int:
         self._plan_per_window()
