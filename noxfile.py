@@ -36,9 +36,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def fuzz(session: nox.Session) -> None:
-    """Schemathesis against the live API, as a user and as an operator: fails on any 5xx, an
-    undocumented status, a body or content type the schema does not describe, or a broken
-    ledger. ZENZEFI_FUZZ_EXAMPLES (default 25 per operation) and ZENZEFI_FUZZ_SEED tune it."""
+    """Schemathesis against the live API, as a user, as an operator and without a login: fails
+    on any 5xx, an undocumented status, a body or content type the schema does not describe, or
+    a broken ledger. ZENZEFI_FUZZ_EXAMPLES (default 25 per operation) and ZENZEFI_FUZZ_SEED
+    tune it."""
     session.install("-e", ".[server]", "schemathesis>=4.32,<5")
     session.run("python", "tests/fuzz/run_schemathesis.py", *session.posargs)
 
