@@ -35,8 +35,8 @@ What it does:
    delivery the run caused has reached the receiver exactly once.
 6. Stops the installation, runs `zenzefi check-ledger`, and prints the report. Exit status 1 if
    any request failed, the worker did not catch up, a process's memory kept growing (judged on
-   runs of a minute or more: more than max(5 MB, 5 %) between the middle and the end), or the
-   ledger is damaged.
+   runs of a minute or more: the lowest sample of the last fifth more than max(5 MB, 5 %) above
+   the lowest of the middle fifth), or the ledger is damaged.
 """
 
 from __future__ import annotations
