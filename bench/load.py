@@ -931,6 +931,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ZENZEFI_UPSTREAM_URL": upstream,
             "ZENZEFI_PAYMENTS_SECRET": payment_secret,
             "ZENZEFI_WEBHOOK_ALLOW_PRIVATE": "true",
+            # Not the default port 9191: a worker already running here, or another bench, may
+            # hold it, and this bench reads no worker metrics.
+            "ZENZEFI_METRICS_WORKER_PORT": "0",
             # Every virtual user logs in from 127.0.0.1: one address would hit the login and
             # registration limits at once, where real clients come from many.
             "ZENZEFI_RATE_LIMIT_ENABLED": "false",

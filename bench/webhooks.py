@@ -143,6 +143,8 @@ def environment(settings: Settings, threads: int) -> dict[str, str]:
         ZENZEFI_WEBHOOK_ALLOW_PRIVATE="true",
         ZENZEFI_WORKER_THREADS=str(threads),
         ZENZEFI_DATA_DIR=str(settings.data_dir),
+        # Not the default port 9191, which a worker already running here may hold.
+        ZENZEFI_METRICS_WORKER_PORT="0",
     )
     return env
 

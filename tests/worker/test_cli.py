@@ -37,7 +37,12 @@ ZENZEFI = Path(sys.executable).parent / "zenzefi"
 
 
 def environment(**values: str) -> dict[str, str]:
+    """This interpreter's environment without any ZENZEFI_ setting, plus `values`.
+
+    A `zenzefi worker` serves its metrics on port 9191 by default: tests running in parallel
+    would fight over it, so it is off unless a test names a port of its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZENZEFI_")}
+    env["ZENZEFI_METRICS_WORKER_PORT"] = "0"
     env.update({f"ZENZEFI_{name.upper()}": value for name, value in values.items()})
     return env
 
