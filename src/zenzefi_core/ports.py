@@ -617,26 +617,18 @@ class AnalyticsQueries(Protocol):
         """The user's open sessions, and tokens neither revoked nor expired at `now`."""
         ...
 
-    def activity_by_bucket(self, window: Window) -> list[ActivityBucketRow]:
-        """Per bucket: users created, purchases and their ledger amounts, refunds, referral
-        bonuses credited, and the proxy use of sessions started in it."""
-        ...
-
     def active_users(self, start: datetime, end: datetime) -> int:
         """Distinct users with a session started in `[start, end)`."""
-        ...
-
-    def top_users(self, start: datetime, end: datetime, *, limit: int) -> list[TopUser]:
-        """The users with the most requests in sessions started in `[start, end)`, most
-        first (ties: more bytes first, then by id)."""
         ...
 
     def activity_with_top_users(
         self, window: Window, *, limit: int
     ) -> tuple[list[ActivityBucketRow], list[TopUser]]:
-        """`activity_by_bucket(window)` and `top_users(window.start, window.end, limit=limit)`
-        together: both sum the window's sessions per user, which a store can do once for both
-        (a busy month holds millions of sessions)."""
+        """Per bucket: users created, purchases and their ledger amounts, refunds, referral
+        bonuses credited, and the proxy use of sessions started in it; and the `limit` users
+        with the most requests in sessions started in the window, most first (ties: more bytes
+        first, then by id). One call for both: both sum the window's sessions per user, which
+        a store can do once (a busy month holds millions of sessions)."""
         ...
 
 

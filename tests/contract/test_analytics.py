@@ -206,7 +206,7 @@ def test_activity_per_bucket(uow_factory: UnitOfWorkFactory, data: Data) -> None
     day = Window.ending_at(Period.DAY, NOW)
     week = Window.ending_at(Period.WEEK, NOW)
     with uow_factory() as uow:
-        assert uow.analytics.activity_by_bucket(day) == [
+        assert uow.analytics.activity_with_top_users(day, limit=10)[0] == [
             ActivityBucketRow(
                 0, new_users=1, proxy_requests=30, bytes_transferred=2300, active_users=2
             ),
@@ -229,7 +229,7 @@ def test_activity_per_bucket(uow_factory: UnitOfWorkFactory, data: Data) -> None
                 active_users=1,
             ),
         ]
-        assert uow.analytics.activity_by_bucket(week) == [
+        assert uow.analytics.activity_with_top_users(week, limit=10)[0] == [
             ActivityBucketRow(
                 5,
                 token_purchases=1,
@@ -251,7 +251,9 @@ def test_activity_per_bucket(uow_factory: UnitOfWorkFactory, data: Data) -> None
                 active_users=2,
             ),
         ]
-        month = uow.analytics.activity_by_bucket(Window.ending_at(Period.MONTH, NOW))
+        month, _ = uow.analytics.activity_with_top_users(
+            Window.ending_at(Period.MONTH, NOW), limit=10
+        )
         assert [(row.index, row.new_users) for row in month if row.new_users] == [(22, 1), (29, 2)]
 
 
@@ -261,29 +263,20 @@ def test_active_and_top_users(uow_factory: UnitOfWorkFactory, data: Data) -> Non
         assert uow.analytics.active_users(NOW - timedelta(hours=1), NOW) == 1
         assert uow.analytics.active_users(NOW, NOW + timedelta(hours=1)) == 1
         assert uow.analytics.active_users(NOW + timedelta(hours=1), NOW + timedelta(hours=2)) == 0
-        assert uow.analytics.top_users(DAY_START, NOW, limit=10) == [
+
+        def top(end: datetime, limit: int = 10) -> list[TopUser]:
+            window = Window.ending_at(Period.DAY, end)
+            return uow.analytics.activity_with_top_users(window, limit=limit)[1]
+
+        assert top(NOW) == [
             TopUser(data.bob.id, "bob@example.com", 20, 2000),
             TopUser(data.alice.id, "alice@example.com", 20, 333),
         ]
-        assert uow.analytics.top_users(DAY_START - MICRO, NOW, limit=1) == [
-            TopUser(data.alice.id, "alice@example.com", 27, 340)
-        ]
-        assert uow.analytics.top_users(NOW + MINUTE, NOW + 2 * MINUTE, limit=10) == []
-
-
-def test_activity_with_top_users_is_both_at_once(
-    uow_factory: UnitOfWorkFactory, data: Data
-) -> None:
-    with uow_factory() as uow:
-        for period in Period:
-            window = Window.ending_at(period, NOW)
-            rows, top = uow.analytics.activity_with_top_users(window, limit=10)
-            assert rows == uow.analytics.activity_by_bucket(window), period
-            assert top == uow.analytics.top_users(window.start, window.end, limit=10), period
-        day = Window.ending_at(Period.DAY, NOW)
-        assert uow.analytics.activity_with_top_users(day, limit=1)[1] == [
-            TopUser(data.bob.id, "bob@example.com", 20, 2000)
-        ]
+        # A microsecond earlier: alice's session at DAY_START - MICRO joins, 27 requests put
+        # her first, and a limit of one leaves bob out.
+        assert top(NOW - MICRO, limit=1) == [TopUser(data.alice.id, "alice@example.com", 27, 340)]
+        # Ending where alice's earliest session starts: the end is exclusive.
+        assert top(DAY_START - MICRO) == []
 
 
 # --- Random data against a plain reference, boundaries favoured. ---
@@ -503,15 +496,11 @@ def test_the_store_sums_random_data_like_the_rules_say(
                     assert uow.analytics.usage_by_bucket(person.id, window) == _expected_usage(
                         s, number, window
                     ), (period, number)
-                assert uow.analytics.activity_by_bucket(window) == _expected_activity(s, window)
                 for start in (window.start, window.end - timedelta(hours=24)):
                     expected = len(
                         {x.user for x in s.sessions if start <= _at(x.start) < window.end}
                     )
                     assert uow.analytics.active_users(start, window.end) == expected
-                assert uow.analytics.top_users(window.start, window.end, limit=10) == (
-                    _expected_top(s, people, window.start, window.end)
-                )
                 assert uow.analytics.activity_with_top_users(window, limit=10) == (
                     _expected_activity(s, window),
                     _expected_top(s, people, window.start, window.end),

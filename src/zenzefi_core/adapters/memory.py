@@ -902,7 +902,12 @@ class _AnalyticsQueries:
             ),
         )
 
-    def activity_by_bucket(self, window: Window) -> list[ActivityBucketRow]:
+    def activity_with_top_users(
+        self, window: Window, *, limit: int
+    ) -> tuple[list[ActivityBucketRow], list[TopUser]]:
+        return self._activity(window), self._top_users(window, limit)
+
+    def _activity(self, window: Window) -> list[ActivityBucketRow]:
         rows: dict[int, ActivityBucketRow] = {}
 
         def add(moment: datetime, name: str, amount: int | Decimal) -> None:
@@ -939,9 +944,9 @@ class _AnalyticsQueries:
     def active_users(self, start: datetime, end: datetime) -> int:
         return len({s.user_id for s in self._sessions(start, end)})
 
-    def top_users(self, start: datetime, end: datetime, *, limit: int) -> list[TopUser]:
+    def _top_users(self, window: Window, limit: int) -> list[TopUser]:
         sums: dict[UUID, list[int]] = {}
-        for session in self._sessions(start, end):
+        for session in self._sessions(window.start, window.end):
             row = sums.setdefault(session.user_id, [0, 0])
             row[0] += session.request_count
             row[1] += session.bytes_in + session.bytes_out
@@ -955,14 +960,6 @@ class _AnalyticsQueries:
             )
             for user_id, (requests, transferred) in ranked[:limit]
         ]
-
-    def activity_with_top_users(
-        self, window: Window, *, limit: int
-    ) -> tuple[list[ActivityBucketRow], list[TopUser]]:
-        return (
-            self.activity_by_bucket(window),
-            self.top_users(window.start, window.end, limit=limit),
-        )
 
 
 class InMemoryUnitOfWork:

@@ -221,18 +221,12 @@ class SqlAnalyticsQueries:
         sessions, tokens = self._c.execute(select(open_sessions, usable_tokens)).one()
         return LiveUsage(active_sessions=int(sessions), active_tokens=int(tokens))
 
-    def activity_by_bucket(self, window: Window) -> list[ActivityBucketRow]:
-        self._plan_per_window()
-        return self._activity(window, self._c.execute(self._proxy_activity(window)))
-
     def activity_with_top_users(
         self, window: Window, *, limit: int
     ) -> tuple[list[ActivityBucketRow], list[TopUser]]:
         if self._sqlite:
-            return (
-                self.activity_by_bucket(window),
-                self.top_users(window.start, window.end, limit=limit),
-            )
+            proxy_rows = self._c.execute(self._sqlite_proxy_activity(window))
+            return self._activity(window, proxy_rows), self._sqlite_top_users(window, limit)
         self._plan_per_window()
         proxy: list[tuple[Any, Any, Any, Any]] = []
         top: list[TopUser] = []
@@ -330,49 +324,28 @@ class SqlAnalyticsQueries:
             .where(per.c.entries > 0)
         )
 
-    def _proxy_activity(self, window: Window) -> Any:
+    def _sqlite_proxy_activity(self, window: Window) -> Any:
         """Per bucket: requests, bytes and distinct users of the sessions started in it."""
         c = proxy_sessions.c
-        if self._sqlite:
-            started = self._bucket(c.started_at, window)
-            return (
-                select(
-                    started,
-                    func.sum(c.request_count),
-                    func.sum(c.bytes_in + c.bytes_out),
-                    func.count(c.user_id.distinct()),
-                )
-                .where(self._started_in(window.start, window.end))
-                .group_by(started)
-            )
-        # Each bucket's range of the `started_at` index summed per user (a hash of a few
-        # thousand users, never spilled), then counted: distinct users without a sort.
-        edges = self._edges(window)
-        per_user = (
-            select(
-                func.sum(c.request_count).label("requests"),
-                func.sum(c.bytes_in + c.bytes_out).label("moved"),
-            )
-            .where(c.started_at >= edges.c.lo, c.started_at < edges.c.hi)
-            .group_by(c.user_id)
-            .lateral("per_user")
-        )
+        started = self._bucket(c.started_at, window)
         return (
             select(
-                edges.c.i,
-                func.sum(per_user.c.requests),
-                func.sum(per_user.c.moved),
-                func.count(),
+                started,
+                func.sum(c.request_count),
+                func.sum(c.bytes_in + c.bytes_out),
+                func.count(c.user_id.distinct()),
             )
-            .select_from(edges.join(per_user, true()))
-            .group_by(edges.c.i)
+            .where(self._started_in(window.start, window.end))
+            .group_by(started)
         )
 
     def _proxy_activity_with_top_users(self, window: Window, limit: int) -> Any:
-        """`_proxy_activity` and the top users from one pass over the window's sessions
-        (PostgreSQL): the per-user sums of each bucket are kept (`per`, a few thousand rows a
-        day) and rolled up both ways. Rows with a bucket are the buckets', rows without one
-        the top users', in no particular order."""
+        """Per bucket the requests, bytes and distinct users of the sessions started in it, and
+        the top users, from one pass over the window's sessions (PostgreSQL): each bucket's
+        range of the `started_at` index is summed per user (a hash of a few thousand users,
+        never spilled), and those sums (`per`) are rolled up both ways: distinct users without
+        a sort. Rows with a bucket are the buckets', rows without one the top users', in no
+        particular order."""
         c = proxy_sessions.c
         edges = self._edges(window)
         per_user = (
@@ -429,14 +402,13 @@ class SqlAnalyticsQueries:
         ).scalar_one()
         return int(count)
 
-    def top_users(self, start: datetime, end: datetime, *, limit: int) -> list[TopUser]:
-        self._plan_per_window()
+    def _sqlite_top_users(self, window: Window, limit: int) -> list[TopUser]:
         c = proxy_sessions.c
         requests = func.sum(c.request_count).label("requests")
         transferred = func.sum(c.bytes_in + c.bytes_out).label("transferred")
         ranked = (
             select(c.user_id, requests, transferred)
-            .where(self._started_in(start, end))
+            .where(self._started_in(window.start, window.end))
             .group_by(c.user_id)
             .order_by(requests.desc(), transferred.desc(), c.user_id)
             .limit(bindparam("top", limit))
