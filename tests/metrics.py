@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,22 +22,8 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def names(samples: Samples) -> set[str]:
-    return {name for name, _ in samples}
-
-
 def moved(
     before: Samples, after: Samples, name: str, labels: Mapping[str, str] | None = None
 ) -> float:
     labels = labels or {}
     return value(after, name, **labels) - value(before, name, **labels)
-
-
-def eventually(check: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Wait for something another thread finishes after the response went out (the proxy
-    counts a stream once its last byte is sent); no timing is asserted, only the outcome."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("the expected change never happened")
-        time.sleep(0.01)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from tests.metrics import Samples, eventually, moved, parse, value
+from tests.metrics import Samples, moved, parse, value
+from tests.notifications import eventually
 from tests.proxy.conftest import ProxyEnv, Seen, free_port, start_proxy
 from zenzefi_core.settings import UpstreamSettings
 
@@ -36,7 +37,10 @@ def test_requests_bytes_latency_and_token_checks_move_by_what_passed(proxy: Prox
     out = len(first.content) + len(second.content) + len(third.content)
 
     # A stream is counted once its last byte went out, just after the client has it.
-    eventually(lambda: moved(before, scrape(proxy), REQUESTS, {"result": "2xx"}) == 2)
+    eventually(
+        lambda: moved(before, scrape(proxy), REQUESTS, {"result": "2xx"}) == 2,
+        what="both proxied requests counted",
+    )
     after = scrape(proxy)
     assert moved(before, after, REQUESTS, {"result": "4xx"}) == 1
     assert moved(before, after, BYTES, {"direction": "in"}) == 1000

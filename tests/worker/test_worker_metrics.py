@@ -10,8 +10,8 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from tests.metrics import Samples, eventually, moved, parse, value
-from tests.notifications import SmtpServer, free_port
+from tests.metrics import Samples, moved, parse, value
+from tests.notifications import SmtpServer, eventually, free_port
 from tests.worker.conftest import Running, account, debit
 from tests.worker.test_cli import environment, mailbox, start, stop
 from tests.worker.test_webhook_delivery import FAST, Receiver, subscribe
@@ -135,7 +135,7 @@ def test_the_worker_command_serves_the_sum_of_its_processes(
         return parse(response.text) if response.status_code == 200 else None
 
     try:
-        eventually(lambda: scrape() is not None, seconds=60)
+        eventually(scrape, timeout=60, what="the worker metrics endpoint")
         refused = httpx.get(url, timeout=5)
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"] == "Bearer"
@@ -156,7 +156,7 @@ def test_the_worker_command_serves_the_sum_of_its_processes(
                 and value(samples, EMAILS, outcome="sent") == 1
             )
 
-        eventually(done, seconds=60)
+        eventually(done, timeout=60, what="the jobs and the email counted")
     finally:
         output = stop(workers)
         app.close()
