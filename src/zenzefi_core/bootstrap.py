@@ -23,7 +23,7 @@ from zenzefi_core.ports import (
     PaymentProvider,
     UnitOfWork,
 )
-from zenzefi_core.security import Argon2PasswordHasher
+from zenzefi_core.security import Argon2PasswordHasher, BoundedPasswordHasher
 from zenzefi_core.services.bundles import SeedDefaultBundles
 from zenzefi_core.services.outbox import PublishCommittedEvents
 from zenzefi_core.settings import Settings
@@ -52,11 +52,14 @@ class Core:
         hasher: PasswordHasher | None = None,
         access_cache: AccessCache | None = None,
     ) -> Core:
+        """Wire the adapters the settings name; `hasher` (also bounded) replaces Argon2id."""
         return cls(
             settings=settings,
             database=Database(settings.database_url),
             clock=clock or SystemClock(),
-            hasher=hasher or Argon2PasswordHasher(),
+            hasher=BoundedPasswordHasher(
+                hasher or Argon2PasswordHasher(), settings.security.password_hash_limit()
+            ),
             access_cache=access_cache or InProcessCache(),
         )
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+import threading
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher as _Argon2
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from zenzefi_core.ports import PasswordHasher
 
 REFERRAL_CODE_ALPHABET = string.ascii_uppercase + string.digits
 REFERRAL_CODE_LENGTH = 12
@@ -31,6 +34,29 @@ class Argon2PasswordHasher:
             return self._hasher.verify(password_hash, password)
         except (VerificationError, InvalidHashError):
             return False
+
+
+class BoundedPasswordHasher:
+    """Lets at most `max_concurrent` hashes and verifications of `inner` run at once; the rest wait.
+
+    Argon2id holds 64 MiB and CPU for each hash while it runs, and the API runs them in a
+    thread pool of 40: a burst of logins would otherwise take gigabytes of memory and every core
+    from the other requests. A caller beyond the bound waits its turn instead of failing.
+    """
+
+    def __init__(self, inner: PasswordHasher, max_concurrent: int) -> None:
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be at least 1, not {max_concurrent}")
+        self._inner = inner
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+
+    def hash(self, password: str) -> str:
+        with self._slots:
+            return self._inner.hash(password)
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        with self._slots:
+            return self._inner.verify(password_hash, password)
 
 
 def fast_password_hasher() -> Argon2PasswordHasher:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from decimal import Decimal
 from pathlib import Path
@@ -147,6 +148,21 @@ class AuthSettings(BaseSettings):
     token_minutes: int = Field(default=60, gt=0, le=43_200)
 
 
+class SecuritySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZENZEFI_SECURITY_", extra="ignore")
+
+    #: Password hashes and checks (logins, registrations, password changes) running at once in
+    #: one process; more wait their turn. Each holds 64 MiB and CPU while it runs. Unset: the
+    #: number of CPUs.
+    max_concurrent_password_hashes: int | None = Field(default=None, ge=1)
+
+    def password_hash_limit(self) -> int:
+        """The configured bound, or the number of CPUs (2 when it cannot be told)."""
+        if self.max_concurrent_password_hashes is not None:
+            return self.max_concurrent_password_hashes
+        return max(1, os.cpu_count() or 2)
+
+
 class RateLimitSettings(BaseSettings):
     """Attempts per client address within a sliding window, for the login and register routes."""
 
@@ -264,6 +280,7 @@ class Settings(BaseSettings):
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     payments: PaymentSettings = Field(default_factory=PaymentSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
