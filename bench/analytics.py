@@ -45,7 +45,6 @@ import contextlib
 import math
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy import Connection, Engine, Table, func, make_url, or_, select, text
+from support import free_port, login
 
 from zenzefi_core.adapters.sqlalchemy import make_engine, upgrade
 from zenzefi_core.adapters.sqlalchemy.tables import (
@@ -657,12 +657,6 @@ def app() -> Litestar:
     return create_app(Settings())
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def api_server(database_url: str, scratch: Path) -> Iterator[str]:
     """The API under uvicorn (uvloop and httptools, as `zenzefi serve`) in its own process;
@@ -705,12 +699,6 @@ def api_server(database_url: str, scratch: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def login(http: httpx.Client, email: str) -> dict[str, str]:
-    response = http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
-    response.raise_for_status()
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 # --- measuring and comparing -----------------------------------------------------------------
@@ -826,8 +814,8 @@ def measure(
 ) -> tuple[list[Figure], list[str]]:
     """Time every figure both ways, then compare the answers; returns the figures and the
     differences found."""
-    heavy = login(http, HEAVY_EMAIL)
-    admin = login(http, ADMIN_EMAIL)
+    heavy = {"Authorization": f"Bearer {login(http, HEAVY_EMAIL, PASSWORD)}"}
+    admin = {"Authorization": f"Bearer {login(http, ADMIN_EMAIL, PASSWORD)}"}
     heavy_id = uuid.UUID(f"{USER:08x}-0000-4000-8000-{1:012x}")
     figures: list[Figure] = []
     problems: list[str] = []

@@ -49,7 +49,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,8 +62,8 @@ from typing import Any
 
 import httpx
 import psycopg
-import redis
 from psycopg import conninfo
+from support import CpuMeter, database_url, free_port, postgres_pids, redis_namespace, wait_for_port
 
 from zenzefi_core.adapters.payments import HmacPaymentProvider, callback_body
 from zenzefi_core.clock import SystemClock
@@ -169,31 +168,6 @@ def own_database(server_url: str, name: str, keep: bool) -> Iterator[str]:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@contextlib.contextmanager
-def redis_namespace(url: str, namespace: str) -> Iterator[None]:
-    """On the way out, delete every Redis key under the run's namespace (and nothing else)."""
-    try:
-        yield
-    finally:
-        client = redis.Redis.from_url(url)
-        try:
-            keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-            for start in range(0, len(keys), 1000):
-                client.delete(*keys[start : start + 1000])
-        finally:
-            client.close()
-
-
-def database_url(dsn: str) -> str:
-    """The libpq connection string as the URL `ZENZEFI_DATABASE_URL` takes."""
-    params = conninfo.conninfo_to_dict(dsn)
-    user = params.get("user", "postgres")
-    password = f":{params['password']}" if params.get("password") else ""
-    host = params.get("host", "127.0.0.1")
-    port = params.get("port", "5432")
-    return f"postgresql://{user}{password}@{host}:{port}/{params['dbname']}"
-
-
 def zenzefi(
     *args: str, env: dict[str, str], check: bool = True
 ) -> subprocess.CompletedProcess[str]:
@@ -207,12 +181,6 @@ def zenzefi(
     if check and done.returncode != 0:
         raise SystemExit(f"zenzefi {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
     return done
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -277,15 +245,6 @@ def wait_until_healthy(installation: Installation, server: Process, timeout: flo
     raise SystemExit(f"{server.label} did not become healthy")
 
 
-def wait_for_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"nothing listens on port {port}")
-
-
 def descendants(pid: int) -> list[int]:
     """The children of `pid`, their children, and so on (Linux /proc)."""
     found: list[int] = []
@@ -308,31 +267,6 @@ def rss_kb(pid: int) -> int | None:
     return None
 
 
-def _ticks(pid: int) -> int:
-    """User + system CPU time of a process, in clock ticks (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])
-
-
-def postgres_pids(database: str) -> list[int]:
-    """The backends serving `database`, plus the server's WAL and checkpoint writers."""
-    helpers = ("walwriter", "checkpointer", "background writer")
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if (entry / "comm").read_text().strip() != "postgres":
-                continue
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if f" {database} " in title or any(helper in title for helper in helpers):
-                pids.append(int(entry.name))
-    return pids
-
-
 def pids_named(name: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -341,29 +275,6 @@ def pids_named(name: str) -> list[int]:
                 if (entry / "comm").read_text().strip() == name:
                     pids.append(int(entry.name))
     return pids
-
-
-class CpuMeter:
-    """CPU seconds used by groups of processes between `start` and `stop` (Linux /proc)."""
-
-    def __init__(self, groups: dict[str, Callable[[], Sequence[int]]]) -> None:
-        self._groups = groups
-        self._before: dict[str, dict[int, int]] = {}
-
-    def _read(self) -> dict[str, dict[int, int]]:
-        return {name: {pid: _ticks(pid) for pid in pids()} for name, pids in self._groups.items()}
-
-    def start(self) -> None:
-        self._before = self._read()
-
-    def stop(self) -> dict[str, float]:
-        after = self._read()
-        hertz = os.sysconf("SC_CLK_TCK")
-        return {
-            name: sum(t - self._before.get(name, {}).get(pid, 0) for pid, t in ticks.items())
-            / hertz
-            for name, ticks in after.items()
-        }
 
 
 # --- accounts --------------------------------------------------------------------------------

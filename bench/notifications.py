@@ -37,7 +37,6 @@ import logging
 import os
 import re
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -56,6 +55,7 @@ from aiosmtpd.controller import Controller
 from dramatiq.brokers.stub import StubBroker
 from pydantic import SecretStr
 from sqlalchemy import Engine, event, make_url, text
+from support import free_port
 
 from zenzefi_core.adapters.sqlalchemy import make_engine, normalize_url, upgrade
 from zenzefi_core.bootstrap import Core
@@ -401,12 +401,6 @@ class EmailResult:
     duplicates: int
     sent_in_log: int
     statements: int
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def settle(broker: StubBroker, worker: dramatiq.Worker, timeout: float) -> None:

@@ -33,7 +33,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -49,8 +48,8 @@ from pathlib import Path
 
 import httpx
 import psycopg
-import redis
 from psycopg import conninfo
+from support import CpuMeter, database_url, free_port, login, postgres_pids, redis_namespace
 
 PRICE = Decimal("1.00")
 DURATION_HOURS = 1
@@ -78,32 +77,6 @@ def throwaway_database(server_url: str, keep: bool) -> Iterator[str]:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@contextlib.contextmanager
-def redis_namespace(url: str | None, namespace: str) -> Iterator[None]:
-    """On the way out, delete every Redis key the bench's servers made (their namespace)."""
-    try:
-        yield
-    finally:
-        if url:
-            client = redis.Redis.from_url(url)
-            try:
-                keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-                for start in range(0, len(keys), 1000):
-                    client.delete(*keys[start : start + 1000])
-            finally:
-                client.close()
-
-
-def database_url(dsn: str) -> str:
-    """The libpq connection string as the URL `ZENZEFI_DATABASE_URL` takes."""
-    params = conninfo.conninfo_to_dict(dsn)
-    user = params.get("user", "postgres")
-    password = f":{params['password']}" if params.get("password") else ""
-    host = params.get("host", "127.0.0.1")
-    port = params.get("port", "5432")
-    return f"postgresql://{user}{password}@{host}:{port}/{params['dbname']}"
-
-
 def zenzefi(*args: str, env: dict[str, str]) -> str:
     done = subprocess.run(  # noqa: S603 - our own command line, with our own arguments
         [sys.executable, "-m", "zenzefi_api.cli", *args],
@@ -115,12 +88,6 @@ def zenzefi(*args: str, env: dict[str, str]) -> str:
     if done.returncode != 0:
         raise SystemExit(f"zenzefi {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
     return done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -184,17 +151,11 @@ class Buyer:
     token: str
 
 
-def login(http: httpx.Client, email: str) -> str:
-    response = http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
-    response.raise_for_status()
-    return str(response.json()["access_token"])
-
-
 def make_buyers(base_url: str, count: int, admin_email: str) -> list[Buyer]:
     """Register `count` users through the API and credit each through the operator route."""
     buyers = []
     with httpx.Client(base_url=base_url, timeout=30) as http:
-        admin = {"Authorization": f"Bearer {login(http, admin_email)}"}
+        admin = {"Authorization": f"Bearer {login(http, admin_email, PASSWORD)}"}
         for number in range(count):
             email = f"buyer{number}@bench.example"
             registered = http.post(
@@ -209,7 +170,7 @@ def make_buyers(base_url: str, count: int, admin_email: str) -> list[Buyer]:
                 headers=admin,
             )
             credited.raise_for_status()
-            buyers.append(Buyer(user_id, login(http, email)))
+            buyers.append(Buyer(user_id, login(http, email, PASSWORD)))
     return buyers
 
 
@@ -259,58 +220,6 @@ def summarize(label: str, tally: Tally, seconds: float, cpu: dict[str, float]) -
         p99_ms=p99 * 1000,
         cpu=cpu,
     )
-
-
-def _ticks(pid: int) -> int:
-    """User + system CPU time of a process, in clock ticks (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])
-
-
-#: PostgreSQL's own writers, which work for every database; counted with the bench's backends.
-POSTGRES_HELPERS = ("walwriter", "checkpointer", "background writer")
-
-
-def postgres_pids(database: str) -> list[int]:
-    """The backends serving `database`, plus the server's WAL and checkpoint writers (other
-    databases' backends are left out: the machine may be busy with other work)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if (entry / "comm").read_text().strip() != "postgres":
-                continue
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if f" {database} " in title or any(helper in title for helper in POSTGRES_HELPERS):
-                pids.append(int(entry.name))
-    return pids
-
-
-class CpuMeter:
-    """CPU seconds used by groups of processes between `start` and `stop` (Linux /proc)."""
-
-    def __init__(self, groups: dict[str, Callable[[], Sequence[int]]]) -> None:
-        self._groups = groups
-        self._before: dict[str, dict[int, int]] = {}
-
-    def _read(self) -> dict[str, dict[int, int]]:
-        return {name: {pid: _ticks(pid) for pid in pids()} for name, pids in self._groups.items()}
-
-    def start(self) -> None:
-        self._before = self._read()
-
-    def stop(self) -> dict[str, float]:
-        after = self._read()
-        hertz = os.sysconf("SC_CLK_TCK")
-        used = {}
-        for name, ticks in after.items():
-            before = self._before.get(name, {})
-            used[name] = sum(t - before.get(pid, 0) for pid, t in ticks.items()) / hertz
-        return used
 
 
 def own_cpu_seconds() -> float:
