@@ -260,6 +260,12 @@ def _device_id(request: Request[Any, Any, Any]) -> str:
     return device
 
 
+def _forward_operation_id(_handler: Any, method: str, path: list[Any]) -> str:
+    """One id per method and path: the upstream's root (`/api/v1/proxy/`) and everything below."""
+    below = any(not isinstance(component, str) for component in path)
+    return f"proxyForward{method.title()}" if below else f"proxyForwardRoot{method.title()}"
+
+
 def _raw_target(request: Request[Any, Any, Any]) -> str:
     """The path after the proxy prefix exactly as the client sent it, still percent-encoded."""
     raw = request.scope.get("raw_path")
@@ -434,15 +440,15 @@ class ProxyController(Controller):
         )
 
     @route(
-        "/{path:path}",
+        ["/", "/{path:path}"],
         http_method=FORWARDED_METHODS,
-        operation_id=lambda _handler, method, _path: f"proxyForward{method.title()}",
+        operation_id=_forward_operation_id,
         summary="Forward a request to the diagnostic server (X-Access-Token and X-Device-ID)",
         description="Streams both ways. 400 bad device id or path, 401 bad token, 403 missing "
         "device id or path outside the token's scope, 409 token in use on another device, "
         "429 rate limit, 502 upstream unreachable, 504 upstream timeout.",
         request_max_body_size=None,
-        responses=error_responses(400, 401, 403, 409, 429, 503),
+        responses=error_responses(400, 401, 403, 409, 429, 502, 503, 504),
     )
     async def forward(self, request: Request[Any, Any, Any]) -> Response[Any]:
         runtime = proxy_runtime(request)

@@ -134,7 +134,9 @@ _DESCRIPTIONS = {
     413: "Request body too large",
     422: "Validation failed",
     429: "Too many attempts from this address; see Retry-After",
+    502: "The upstream server could not be reached or answered badly",
     503: "The database is unavailable; retry later",
+    504: "The upstream server did not answer in time",
 }
 
 

@@ -118,7 +118,7 @@ UNAUTHENTICATED = (
 #: Public reads: the bundle catalogue (whose withdrawn bundles need an operator's bearer).
 PUBLIC = {("GET", "/api/v1/bundles"), ("GET", "/api/v1/bundles/{bundle_id}")}
 #: The proxy takes an access token (X-Access-Token), never a login bearer.
-ACCESS_TOKEN_ROUTES = "/api/v1/proxy/"
+ACCESS_TOKEN_ROUTES = "/api/v1/proxy"
 
 
 def test_openapi_schema_describes_every_route(client: ApiClient) -> None:
@@ -164,6 +164,7 @@ def test_openapi_schema_describes_every_route(client: ApiClient) -> None:
         ("DELETE", "/api/v1/bundles/{bundle_id}"),
         ("POST", "/api/v1/bundles/{bundle_id}/purchase"),
         ("GET", "/api/v1/proxy/status"),
+        ("GET", "/api/v1/proxy"),
         ("GET", "/api/v1/proxy/{path}"),
         ("POST", "/api/v1/proxy/{path}"),
     }

@@ -305,3 +305,15 @@ def test_revoke_and_ban_take_effect_on_the_next_request(proxy: ProxyEnv) -> None
     assert proxy.status(used).status_code == 401
     ban(AccountChange(operator.id, owner.id, enable=True))
     assert proxy.forward("GET", "a", used).status_code == 200
+
+
+def test_the_upstream_root_is_reachable_with_and_without_a_trailing_slash(
+    proxy: ProxyEnv,
+) -> None:
+    token = proxy.token()
+    for path in ("/api/v1/proxy/", "/api/v1/proxy"):
+        response = proxy.client.get(
+            path, headers={"X-Access-Token": token, "X-Device-ID": "device-aaaa-1"}
+        )
+        assert response.status_code == 200, (path, response.text)
+    assert proxy.seen.paths()[-2:] == ["/", "/"]
