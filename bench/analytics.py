@@ -60,8 +60,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy import Connection, Engine, Table, func, make_url, or_, select, text
-from support import free_port, login
 
+from support import free_port, login
 from zenzefi_core.adapters.sqlalchemy import make_engine, upgrade
 from zenzefi_core.adapters.sqlalchemy.tables import (
     access_tokens,

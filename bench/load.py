@@ -63,8 +63,8 @@ from typing import Any
 import httpx
 import psycopg
 from psycopg import conninfo
-from support import CpuMeter, database_url, free_port, postgres_pids, redis_namespace, wait_for_port
 
+from support import CpuMeter, database_url, free_port, postgres_pids, redis_namespace, wait_for_port
 from zenzefi_core.adapters.payments import HmacPaymentProvider, callback_body
 from zenzefi_core.clock import SystemClock
 from zenzefi_core.domain import PaymentStatus

@@ -55,8 +55,8 @@ from aiosmtpd.controller import Controller
 from dramatiq.brokers.stub import StubBroker
 from pydantic import SecretStr
 from sqlalchemy import Engine, event, make_url, text
-from support import free_port
 
+from support import free_port
 from zenzefi_core.adapters.sqlalchemy import make_engine, normalize_url, upgrade
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.security import fast_password_hasher

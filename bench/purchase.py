@@ -49,6 +49,7 @@ from pathlib import Path
 import httpx
 import psycopg
 from psycopg import conninfo
+
 from support import CpuMeter, database_url, free_port, login, postgres_pids, redis_namespace
 
 PRICE = Decimal("1.00")
