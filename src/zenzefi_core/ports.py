@@ -489,8 +489,9 @@ class ProxySessionRepository(Protocol):
         back); one batch of statements for the whole flush."""
         ...
 
-    def close_idle(self, idle_before: datetime, at: datetime) -> int:
-        """End every open session whose last activity is before `idle_before`; how many."""
+    def close_idle(self, idle_before: datetime) -> int:
+        """End every open session whose last activity is before `idle_before`, at that last
+        activity (its real end, not the moment the cleanup noticed); how many."""
         ...
 
     def list_for_token(self, token_id: UUID) -> list[ProxySession]:

@@ -106,11 +106,21 @@ def _buy_token(core: Core, user_id: UUID) -> tuple[UUID, str]:
     return bought.token.id, hash_access_token(bought.plaintext)
 
 
-def _use(core: Core, token_hash: str, requests: int, bytes_in: int, bytes_out: int) -> None:
-    """A device's first request (opening a session), then one flush of its usage."""
+def _use(
+    core: Core,
+    clock: FixedClock,
+    token_hash: str,
+    requests: int,
+    bytes_in: int,
+    bytes_out: int,
+    *,
+    minutes: float = 0,
+) -> None:
+    """A device's first request (opening a session), then `minutes` of use flushed at once."""
     grant = ProxyAccess(core.uow, core.clock, core.access_cache).authorize(
         ProxyRequest(token_hash=token_hash, device_id="laptop")
     )
+    clock.set(clock.now() + timedelta(minutes=minutes))
     RecordUsage(core.uow)(
         [UsageDelta(grant.session_id, requests, bytes_in, bytes_out, core.clock.now())]
     )
@@ -139,9 +149,10 @@ def world(client: ApiClient, accounts: Accounts, core: Core, clock: FixedClock) 
     clock.set(at(2.5))
     RevokeToken(core.uow, core.clock, core.policy)(TokenRevocation(alice.id, spare))
     clock.set(at(3))
-    _use(core, alices_token, 10, 1000, 5000)
-    clock.set(at(3 + 20 / 60))
-    assert CloseIdleSessions(core.uow, core.clock)() == 1  # alice's: 20 minutes
+    _use(core, clock, alices_token, 10, 1000, 5000, minutes=20)
+    clock.set(at(3 + 30 / 60))
+    # Alice's session ends at its last use, 20 minutes in, not when the cleanup notices.
+    assert CloseIdleSessions(core.uow, core.clock)() == 1
 
     clock.set(at(5))
     bob = accounts.register("bob")
@@ -149,15 +160,15 @@ def world(client: ApiClient, accounts: Accounts, core: Core, clock: FixedClock) 
     clock.set(at(5 + 10 / 60))
     _, bobs_token = _buy_token(core, bob.id)
     clock.set(at(6))
-    _use(core, bobs_token, 50, 10, 20)
-    clock.set(at(6.5))
+    _use(core, clock, bobs_token, 50, 10, 20, minutes=30)
+    clock.set(at(6.75))
     assert CloseIdleSessions(core.uow, core.clock)() == 1  # bob's: 30 minutes
 
     clock.set(at(7))
     carol = accounts.register("carol")
 
     clock.set(at(23.5))
-    _use(core, alices_token, 5, 100, 200)  # still open at now: 30 minutes so far
+    _use(core, clock, alices_token, 5, 100, 200)  # still open at now: 30 minutes so far
 
     clock.set(NOW)
     return World(admin, rita, alice, bob, carol)

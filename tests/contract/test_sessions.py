@@ -118,6 +118,10 @@ def test_usage_adds_up_and_last_activity_only_moves_forward(
     clock.advance(timedelta(minutes=10))
     assert CloseIdleSessions(uow_factory, clock)() == 1
     assert CloseIdleSessions(uow_factory, clock)() == 0
+    with uow_factory() as uow:
+        closed = uow.proxy_sessions.get(session.id)
+    assert closed is not None
+    assert closed.ended_at == later, "an idle session ends at its last use, not at the cleanup"
 
 
 def test_the_meter_hands_out_each_count_once() -> None:

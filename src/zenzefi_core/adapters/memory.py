@@ -710,14 +710,16 @@ class _ProxySessionRepository:
                 last_activity=max(session.last_activity, delta.last_activity),
             )
 
-    def close_idle(self, idle_before: datetime, at: datetime) -> int:
+    def close_idle(self, idle_before: datetime) -> int:
         idle = [
             s
             for s in self._t.proxy_sessions.values()
             if s.ended_at is None and s.last_activity < idle_before
         ]
         for session in idle:
-            self._t.proxy_sessions[session.id] = dataclasses.replace(session, ended_at=at)
+            self._t.proxy_sessions[session.id] = dataclasses.replace(
+                session, ended_at=session.last_activity
+            )
         return len(idle)
 
     def list_for_token(self, token_id: UUID) -> list[ProxySession]:

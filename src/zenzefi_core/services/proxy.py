@@ -288,7 +288,8 @@ class ProxyAccess:
             return current
         if current is not None:
             idle_before = now - timedelta(seconds=self._policy.idle_seconds)
-            if not sessions.end(current.id, now, idle_before=idle_before):
+            # An idle session ended when it was last used, not when another device arrived.
+            if not sessions.end(current.id, current.last_activity, idle_before=idle_before):
                 raise TokenInUse()
         session = ProxySession(
             id=new_id(),
@@ -438,7 +439,7 @@ class CloseIdleSessions:
     def __call__(self) -> int:
         now = self._clock.now()
         with self._uow_factory() as uow:
-            closed = uow.proxy_sessions.close_idle(now - self._idle, now)
+            closed = uow.proxy_sessions.close_idle(now - self._idle)
             uow.commit()
         return closed
 

@@ -136,13 +136,13 @@ class SqlProxySessionRepository:
             ],
         )
 
-    def close_idle(self, idle_before: datetime, at: datetime) -> int:
+    def close_idle(self, idle_before: datetime) -> int:
         result = self._c.execute(
             update(proxy_sessions)
             .where(
                 proxy_sessions.c.ended_at.is_(None), proxy_sessions.c.last_activity < idle_before
             )
-            .values(ended_at=at)
+            .values(ended_at=proxy_sessions.c.last_activity)
         )
         return int(result.rowcount)
 
