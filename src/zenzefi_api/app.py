@@ -51,6 +51,7 @@ from zenzefi_api.dashboard import DashboardController
 from zenzefi_api.errors import EXCEPTION_HANDLERS
 from zenzefi_api.health import HealthController, UpstreamProbe
 from zenzefi_api.metrics import HttpMetrics, count_ledger, metrics
+from zenzefi_api.options import AutomaticOptions
 from zenzefi_api.proxy import ProxyController, ProxyRuntime
 from zenzefi_api.ratelimit import SlidingWindowLimiter
 from zenzefi_core.adapters.cache import InProcessCache
@@ -166,7 +167,8 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
             DashboardController,
         ],
         dependencies=DEPENDENCIES,
-        middleware=[HttpMetrics],
+        # OPTIONS is counted like any request, and answered before the guards run.
+        middleware=[HttpMetrics, AutomaticOptions],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         state=State({STATE_KEY: context}),
