@@ -54,6 +54,7 @@ from zenzefi_api.metrics import HttpMetrics, count_ledger, metrics
 from zenzefi_api.options import AutomaticOptions
 from zenzefi_api.proxy import ProxyController, ProxyRuntime
 from zenzefi_api.ratelimit import SlidingWindowLimiter
+from zenzefi_api.strict_body import StrictJsonRequest
 from zenzefi_core.adapters.cache import InProcessCache
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.settings import Settings
@@ -173,6 +174,7 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
         lifespan=[lifespan],
         state=State({STATE_KEY: context}),
         request_max_body_size=settings.max_request_bytes,
+        request_class=StrictJsonRequest,
         openapi_config=OpenAPIConfig(
             title="Zenzefi API",
             version=zenzefi_core.__version__,

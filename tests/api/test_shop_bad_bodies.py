@@ -3,10 +3,10 @@ bundle or bundle change — always gets a 4xx and changes nothing: balances, led
 catalogue and the audit log stay as they were.
 
 Built like `test_bad_bodies`: valid bodies with corruptions (wrong types, values the core
-refuses, unknown fields such as a typed-in price, missing fields, not an object, not JSON). The
-request decoder converts leniently (`"24"` is read as 24), so a corrupted bundle body is kept
-only if the decoder or the core would surely refuse it. Purchases come from a buyer who cannot
-afford anything, so even a body that slips through is a 402 that changes nothing.
+refuses, unknown fields such as a typed-in price, missing fields, not an object, not JSON). A
+corrupted bundle body is kept only if the (strict) body decoder or the core would surely refuse
+it. Purchases come from a buyer who cannot afford anything, so even a body that slips through is
+a 402 that changes nothing.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def test_unaffordable_bundle_purchases_change_nothing(
 def bundle_accepted(body: Any, struct: type[msgspec.Struct], current: dict[str, Any]) -> bool:
     """Whether the decoder and the core would take this body (then it is no bad body)."""
     try:
-        data = msgspec.convert(body, type=struct, strict=False, str_keys=True)
+        data = msgspec.convert(body, type=struct, strict=True, str_keys=True)
     except (msgspec.ValidationError, TypeError):
         return False
     given_fields = {
