@@ -22,7 +22,6 @@ webhook deliveries, emails; `zenzefi_worker.metrics`) appear here.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -48,6 +47,7 @@ from prometheus_client.registry import Collector
 from zenzefi_api.context import api_context
 from zenzefi_core.domain import LedgerEntry, TransactionType
 from zenzefi_core.domain.tokens import BUNDLE_PURCHASE_REFERENCE, TOKEN_REFERENCE
+from zenzefi_core.security import bearer_matches
 from zenzefi_core.services.operations import ReadSystemGauges, SystemGauges
 
 logger = logging.getLogger("zenzefi.metrics")
@@ -253,10 +253,7 @@ class _Scrape(Collector):
 
 
 def _check_bearer(request: Request[Any, Any, Any], expected: str) -> None:
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), expected.encode()
-    ):
+    if not bearer_matches(request.headers.get("authorization"), expected):
         raise NotAuthorizedException(
             detail="A valid metrics token is required", headers={"WWW-Authenticate": "Bearer"}
         )

@@ -4,6 +4,7 @@ checks."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import string
 import threading
@@ -57,6 +58,18 @@ class BoundedPasswordHasher:
     def verify(self, password_hash: str, password: str) -> bool:
         with self._slots:
             return self._inner.verify(password_hash, password)
+
+
+def bearer_matches(authorization: str | None, expected: str) -> bool:
+    """Whether an `Authorization` header is `Bearer <expected>`, compared in constant time.
+
+    For a fixed shared secret such as the metrics token, which both the API and the worker's
+    metrics server check; login tokens are JWTs and go through the API's own verifier.
+    """
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), expected.encode()
+    )
 
 
 def fast_password_hasher() -> Argon2PasswordHasher:

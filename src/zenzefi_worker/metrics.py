@@ -18,7 +18,6 @@ cannot require a token. This middleware counts the same things in both places.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import threading
@@ -40,6 +39,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from zenzefi_core.domain.notifications import NotificationState
 from zenzefi_core.domain.webhooks import DeliveryState
+from zenzefi_core.security import bearer_matches
 from zenzefi_core.services.webhooks import WebhookOutcome
 from zenzefi_core.settings import MetricsSettings
 from zenzefi_worker.multiprocess import MULTIPROC_ENV
@@ -147,13 +147,9 @@ def _handler(token: str | None) -> type[BaseHTTPRequestHandler]:
             if self.path.split("?", 1)[0] not in ("/", "/metrics"):
                 self._answer(404, b"not found\n", "text/plain")
                 return
-            if token is not None:
-                scheme, _, given = self.headers.get("authorization", "").partition(" ")
-                if scheme.lower() != "bearer" or not hmac.compare_digest(
-                    given.strip().encode(), token.encode()
-                ):
-                    self._answer(401, b"a valid metrics token is required\n", "text/plain")
-                    return
+            if token is not None and not bearer_matches(self.headers.get("authorization"), token):
+                self._answer(401, b"a valid metrics token is required\n", "text/plain")
+                return
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
