@@ -58,6 +58,9 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstre
 #: Route handlers with this key in their `opt` are left out of the HTTP metrics.
 EXCLUDE_OPT_KEY = "exclude_from_metrics"
 
+#: From a few milliseconds to the upstream's default read timeout, for both latency histograms.
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
 HTTP_LABELS = ["method", "path", "status_code"]
 HTTP_REQUESTS = Counter(
     "zenzefi_http_requests",
@@ -68,7 +71,7 @@ HTTP_DURATION = Histogram(
     "zenzefi_http_request_duration_seconds",
     "From a request's arrival at its route to the last byte of its answer.",
     HTTP_LABELS,
-    buckets=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+    buckets=SECONDS_BUCKETS,
 )
 
 
@@ -126,7 +129,7 @@ PROXY_LATENCY = Histogram(
     "zenzefi_proxy_upstream_latency_seconds",
     "From a checked proxy request to the upstream's response headers (or its failure); the "
     "body's streaming time is not included, so large downloads do not skew it.",
-    buckets=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+    buckets=SECONDS_BUCKETS,
 )
 PROXY_BYTES = Counter(
     "zenzefi_proxy_bytes",
