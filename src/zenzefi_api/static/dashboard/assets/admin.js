@@ -6,6 +6,7 @@ import {
   COLORS,
   api,
   bucketLabel,
+  byId,
   cell,
   drawChart,
   formatBytes,
@@ -18,7 +19,6 @@ import {
   windowText,
 } from "./common.js";
 
-const byId = (id) => document.getElementById(id);
 const NOT_AN_OPERATOR =
   "This page is for operators. Your account is not a superuser, so it cannot see the " +
   "figures of the whole service; your own are on the My account page.";

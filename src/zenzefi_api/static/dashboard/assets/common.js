@@ -16,7 +16,7 @@ export class ApiError extends Error {
   }
 }
 
-const byId = (id) => document.getElementById(id);
+export const byId = (id) => document.getElementById(id);
 
 export function getToken() {
   return sessionStorage.getItem(TOKEN_KEY);

@@ -3,6 +3,7 @@
 import {
   COLORS,
   bucketLabel,
+  byId,
   cell,
   clearSectionError,
   drawChart,
@@ -21,7 +22,6 @@ import {
   api,
 } from "./common.js";
 
-const byId = (id) => document.getElementById(id);
 // The most tokens and referees one request may list (the API's largest page).
 const PAGE = 100;
 // How often the "time left" of running tokens is recounted.
