@@ -15,8 +15,6 @@ import time
 from enum import StrEnum
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import httpx
 import msgspec
 from litestar import Controller, Request, Response, get
@@ -24,6 +22,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from zenzefi_api.cache import RedisAccessCache
 from zenzefi_api.context import ApiContext, api_context
+from zenzefi_api.probes import within
 from zenzefi_api.schemas import Timestamp, timestamp
 from zenzefi_core.ports import AccessCache
 
@@ -58,9 +57,7 @@ async def _redis_reachable(cache: AccessCache, timeout: float) -> bool:
     alone for a moment after a failure, so a load balancer's polling adds no load)."""
     if not isinstance(cache, RedisAccessCache):
         return True
-    with anyio.move_on_after(timeout):
-        return await anyio.to_thread.run_sync(cache.ping, abandon_on_cancel=True)
-    return False
+    return await within(timeout, cache.ping) is True
 
 
 async def _optional_parts_reachable(context: ApiContext, timeout: float) -> bool:
@@ -101,11 +98,7 @@ class HealthController(Controller):
     async def health(self, request: Request[Any, Any, Any]) -> Response[HealthOut]:
         context = api_context(request.app)
         timeout = context.settings.health_timeout_seconds
-        database_up = False
-        with anyio.move_on_after(timeout):
-            database_up = await anyio.to_thread.run_sync(
-                context.core.database.ping, abandon_on_cancel=True
-            )
+        database_up = await within(timeout, context.core.database.ping) is True
         status = Status.HEALTHY
         if not database_up:
             status = Status.UNHEALTHY

@@ -27,8 +27,6 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from litestar import Request, Response, get
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException
@@ -45,6 +43,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from zenzefi_api.context import api_context
+from zenzefi_api.probes import within
 from zenzefi_core.domain import LedgerEntry, TransactionType
 from zenzefi_core.domain.tokens import BUNDLE_PURCHASE_REFERENCE, TOKEN_REFERENCE
 from zenzefi_core.security import bearer_matches
@@ -277,11 +276,10 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
         _check_bearer(request, token.get_secret_value())
     read = ReadSystemGauges(context.core.uow, context.core.clock)
     gauges: SystemGauges | None = None
-    with anyio.move_on_after(context.settings.health_timeout_seconds):
-        try:
-            gauges = await anyio.to_thread.run_sync(read, abandon_on_cancel=True)
-        except Exception as error:
-            # Down, or failing: say so in `zenzefi_database_up` rather than fail the scrape.
-            logger.warning("metrics: the database did not answer: %s", error)
+    try:
+        gauges = await within(context.settings.health_timeout_seconds, read)
+    except Exception as error:
+        # Down, or failing: say so in `zenzefi_database_up` rather than fail the scrape.
+        logger.warning("metrics: the database did not answer: %s", error)
     body = generate_latest(_Scrape(REGISTRY, SystemCollector(gauges)))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
