@@ -59,7 +59,7 @@ from zenzefi_core.webhooks import SecretCipher
 from zenzefi_worker.app import WorkerApp
 from zenzefi_worker.broker import build_broker
 
-SECRET_KEY = "bench-webhooks-" + secrets.token_hex(8)
+SECRET_KEY = "bench-webhooks-" + secrets.token_hex(24)
 PASSWORD = "bench password 1"  # noqa: S105 - throwaway accounts in a throwaway database
 
 

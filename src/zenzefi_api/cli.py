@@ -10,11 +10,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.errors import DomainError
 from zenzefi_core.services.accounts import CreateSuperuser
 from zenzefi_core.services.ledger_check import CheckLedger
-from zenzefi_core.settings import Settings
+from zenzefi_core.settings import SecretKeyError, Settings
 
 #: How long a stopping server lets running requests finish before it closes their connections.
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -198,7 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    core = Core.from_settings(Settings())
+    try:
+        settings = Settings()
+        if settings.secret_key is None and (settings.data_dir / "secret_key").exists():
+            # A damaged key file stops every command at once, not the first signature.
+            settings.resolved_secret_key()
+    except ValidationError as error:
+        # Each setting's name and the reason only: the input may be a secret.
+        for problem in error.errors():
+            name = ".".join(str(part) for part in problem["loc"])
+            print(f"error: setting {name}: {problem['msg']}", file=sys.stderr)
+        return 2
+    except SecretKeyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    core = Core.from_settings(settings)
     try:
         return int(args.run(core, args))
     except DomainError as error:

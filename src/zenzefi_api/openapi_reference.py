@@ -34,7 +34,7 @@ def build_schema() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as data_dir:
         settings = Settings(
             data_dir=Path(data_dir),
-            secret_key=SecretStr("documentation-build-only"),  # never signs anything
+            secret_key=SecretStr("documentation-build-only-" + "d" * 32),  # never signs anything
             database=DatabaseSettings(url="sqlite://"),
         )
         core = Core.from_settings(settings)

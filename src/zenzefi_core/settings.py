@@ -11,15 +11,78 @@ import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from zenzefi_core.money import Sign, parse_amount
 from zenzefi_core.pricing import DEFAULT_PRICES
 from zenzefi_core.referrals import DEFAULT_PERCENT
+
+#: The shortest secret key accepted: HMAC-SHA256 keys shorter than its 32-byte output weaken
+#: every signature made with them.
+MIN_SECRET_KEY_BYTES = 32
+
+
+class SecretKeyError(ValueError):
+    """The secret key cannot be used: too short, or its file in the data folder is damaged."""
+
+
+def _read_key(path: Path) -> str:
+    key = path.read_text(encoding="utf-8").strip()
+    if len(key.encode("utf-8")) < MIN_SECRET_KEY_BYTES:
+        raise SecretKeyError(
+            f"{path} holds no usable secret key (shorter than {MIN_SECRET_KEY_BYTES} bytes); "
+            "restore it from your backup, or delete it to have a new one generated (which logs "
+            "everyone out and makes stored webhook secrets unreadable)"
+        )
+    return key
+
+
+def generated_secret_key(path: Path) -> str:
+    """The key kept in `path`, generated there on first use.
+
+    The new key is written in full to a private (0600) temporary file beside it, flushed to
+    disk, then hard-linked to `path`: the link either appears with the whole key or fails
+    because another process linked its key first, in which case that key is read and used. No
+    process can read an empty or partial key, and processes starting at once agree on one.
+    """
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # mkstemp creates the file with mode 0600 and O_EXCL, whatever the umask.
+    handle, temporary = tempfile.mkstemp(prefix=".secret_key.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(key)
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return _read_key(path)
+        _sync_directory(path.parent)
+    finally:
+        os.unlink(temporary)
+    return key
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the new name durable, so a crash cannot lose a key that already signed tokens."""
+    if os.name != "posix":
+        return
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class DatabaseSettings(BaseSettings):
@@ -256,8 +319,9 @@ class Settings(BaseSettings):
 
     #: Where the embedded default keeps its SQLite database, generated secret key and mailbox.
     data_dir: Path = Path("zenzefi-data")
-    #: Signs login tokens, unsubscribe links and (unless set apart) payment callbacks; unset: one
-    #: is generated once and kept in `DATA_DIR/secret_key`. Every process must share it.
+    #: Signs login tokens, unsubscribe links and (unless set apart) payment callbacks; at least 32
+    #: bytes. Unset: one is generated once and kept in `DATA_DIR/secret_key` (mode 0600). Every
+    #: process must share it.
     secret_key: SecretStr | None = None
     #: The address users reach the service at: the base of links in emails and payment pages.
     public_url: str = "http://127.0.0.1:8000"
@@ -297,6 +361,21 @@ class Settings(BaseSettings):
             return self.database.url
         return f"sqlite:///{(self.data_dir / 'zenzefi.db').resolve()}"
 
+    @field_validator("secret_key")
+    @classmethod
+    def _long_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if (
+            value is not None
+            and len(value.get_secret_value().encode("utf-8")) < MIN_SECRET_KEY_BYTES
+        ):
+            raise PydanticCustomError(
+                "secret_key_too_short",
+                f"ZENZEFI_SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long; "
+                "generate one with: "
+                'python3 -c "import secrets; print(secrets.token_urlsafe(48))"',
+            )
+        return value
+
     def resolved_secret_key(self) -> str:
         """The configured key, or one generated on first use and kept in the data folder.
 
@@ -305,19 +384,7 @@ class Settings(BaseSettings):
         """
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
-        path = self.data_dir / "secret_key"
-        if path.exists():
-            return path.read_text(encoding="utf-8").strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(48)
-        try:
-            with path.open("x", encoding="utf-8") as handle:
-                handle.write(key)
-        except FileExistsError:
-            # Another process wrote it first; use theirs so both agree.
-            return path.read_text(encoding="utf-8").strip()
-        path.chmod(0o600)
-        return key
+        return generated_secret_key(self.data_dir / "secret_key")
 
     def payment_secret(self) -> str:
         """The provider's callback secret, or one derived from the secret key when unset."""
