@@ -580,10 +580,14 @@ class WebhookRepository(Protocol):
 
 
 class WebhookSender(Protocol):
-    def post(self, url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+    def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, addresses: Sequence[str]
+    ) -> tuple[int, bytes]:
         """POST the body without following redirects; the status and at most the configured
-        number of bytes of the answer. Raises `WebhookSendFailed` when the receiver cannot be
-        reached or does not answer within the timeout."""
+        number of bytes of the answer. Connects only to one of `addresses` (the ones the URL's
+        host resolved to when it was checked), never resolving the host again; the host name
+        stays the `Host` header and the name TLS verifies. Raises `WebhookSendFailed` when the
+        receiver cannot be reached or does not answer within the timeout."""
         ...
 
 

@@ -290,8 +290,8 @@ class WebhookSettings(BaseSettings):
     )
     #: A receiver answering 2xx within this many seconds has the message.
     timeout_seconds: float = Field(default=10.0, gt=0)
-    #: How much of a receiver's answer is read and kept in the delivery log.
-    max_response_bytes: int = Field(default=65_536, gt=0)
+    #: How much of a receiver's answer is read and kept in the delivery log (1 KiB at most).
+    max_response_bytes: int = Field(default=1024, gt=0, le=1024)
     #: How long a rotated-out secret keeps signing beside the new one.
     rotation_overlap_hours: float = Field(default=24.0, ge=0)
     #: An endpoint whose deliveries have failed without a success for this long is disabled.

@@ -17,8 +17,9 @@ import ipaddress
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
@@ -127,28 +128,90 @@ def verify_webhook(
 
 class Resolver(Protocol):
     def resolve(self, host: str) -> list[str]:
-        """Every address the host name resolves to; an empty list when it resolves to none."""
+        """Every address the host name resolves to, in the order to try them; an empty list
+        when it resolves to none."""
         ...
 
 
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (
-        ip.is_loopback
-        or ip.is_private
-        or ip.is_link_local
-        or ip.is_reserved
-        or ip.is_multicast
-        or ip.is_unspecified
-        or not ip.is_global
-    )
+def _networks(*cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(cidr) for cidr in cidrs)
 
 
-def check_webhook_url(url: str, resolver: Resolver, *, allow_private: bool) -> str:
-    """The URL, if it may receive webhooks: http(s), with a host that (unless private addresses
-    are allowed) resolves only to public addresses. Raises `InvalidWebhookUrl` otherwise."""
+#: IPv4 ranges no webhook may reach (RFC 6890 and its successors): "this network", private,
+#: shared address space (carrier-grade NAT), loopback, link-local, IETF protocol assignments,
+#: documentation, the 6to4 relay anycast, benchmarking, multicast, reserved and broadcast.
+SPECIAL_IPV4 = _networks(
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+#: The only IPv6 unicast space routed on the internet; everything outside it (unspecified,
+#: loopback, IPv4-compatible `::a.b.c.d`, discard, NAT64 local-use `64:ff9b:1::/48`, unique
+#: local `fc00::/7`, link-local, site-local, multicast, ...) is refused, but for the two forms
+#: below that carry an IPv4 address.
+GLOBAL_UNICAST_IPV6 = ipaddress.IPv6Network("2000::/3")
+#: Inside 2000::/3 but not a receiver: IETF protocol assignments (Teredo `2001::/32`, whose
+#: IPv4 client address is hidden, benchmarking, ORCHID) and documentation.
+SPECIAL_IPV6 = _networks("2001::/23", "2001:db8::/32", "3fff::/20")
+#: IPv6 forms that wrap an IPv4 address: allowed only when the IPv4 address is.
+IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+
+
+def _public_ipv4(ip: ipaddress.IPv4Address) -> bool:
+    return ip.is_global and not any(ip in network for network in SPECIAL_IPV4)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv4-mapped, NAT64 (well-known prefix) or 6to4 address leads to."""
+    if ip in IPV4_MAPPED or ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    if ip in SIX_TO_FOUR:
+        return ip.sixtofour
+    return None
+
+
+def is_public_address(address: str) -> bool:
+    """Whether a webhook may connect to this address: a globally routed unicast address, in
+    IPv4 or IPv6 form. An IPv6 address that wraps an IPv4 one (IPv4-mapped, NAT64, 6to4)
+    passes only if the IPv4 address would; one with a zone (`%eth0`) never does."""
+    if "%" in address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _public_ipv4(ip)
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None:
+        return _public_ipv4(embedded)
+    return ip in GLOBAL_UNICAST_IPV6 and not any(ip in network for network in SPECIAL_IPV6)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """Where one attempt goes: the URL (its host name stays the HTTP `Host` and the TLS name)
+    and the addresses that passed the check, the only ones the sender may connect to."""
+
+    url: str
+    addresses: tuple[str, ...]
+
+
+def _checked_parts(url: str) -> SplitResult:
     if len(url) > 2000:
         raise InvalidWebhookUrl("Webhook URL is too long")
     parts = urlsplit(url)
@@ -158,17 +221,45 @@ def check_webhook_url(url: str, resolver: Resolver, *, allow_private: bool) -> s
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError as error:
         raise InvalidWebhookUrl("Webhook URL has an invalid port") from error
-    if allow_private:
-        return url
-    host = parts.hostname
+    return parts
+
+
+def webhook_target(url: str, resolver: Resolver, *, allow_private: bool) -> WebhookTarget:
+    """Resolve the URL's host once and check every address it gives, not only the first: the
+    sender then connects to these addresses and nowhere else, so a name that resolves
+    differently a moment later (DNS rebinding) cannot lead the request inside. Raises
+    `InvalidWebhookUrl` when the host does not resolve or (unless private addresses are
+    allowed) any address is not public."""
+    host = _checked_parts(url).hostname
+    assert host is not None  # checked above
     try:
         addresses = [str(ipaddress.ip_address(host))]
     except ValueError:
         addresses = resolver.resolve(host)
     if not addresses:
         raise InvalidWebhookUrl("Webhook URL host does not resolve")
-    if not all(_public(address) for address in addresses):
+    if not allow_private and not all(is_public_address(a) for a in addresses):
         raise InvalidWebhookUrl("Webhook URL resolves to a private or reserved address")
+    return WebhookTarget(url, tuple(_connectable(a) for a in addresses))
+
+
+def _connectable(address: str) -> str:
+    """An IPv4-mapped address is connected to as the IPv4 address it was checked as."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return address
+
+
+def check_webhook_url(url: str, resolver: Resolver, *, allow_private: bool) -> str:
+    """The URL, if it may receive webhooks: http(s), with a host that (unless private addresses
+    are allowed) resolves only to public addresses. Raises `InvalidWebhookUrl` otherwise."""
+    _checked_parts(url)
+    if not allow_private:
+        webhook_target(url, resolver, allow_private=False)
     return url
 
 

@@ -54,7 +54,7 @@ from zenzefi_core.services.webhooks import (
     FanOutEvent,
     WebhookPolicy,
 )
-from zenzefi_core.webhooks import SecretCipher
+from zenzefi_core.webhooks import Resolver, SecretCipher
 from zenzefi_worker.metrics import (
     EMAILS,
     WEBHOOK_DELIVERIES,
@@ -124,6 +124,7 @@ class WorkerApp:
         *,
         mailer: Mailer | None = None,
         webhook_sender: WebhookSender | None = None,
+        resolver: Resolver | None = None,
     ):
         settings = core.settings
         self.core = core
@@ -148,7 +149,7 @@ class WorkerApp:
             core.clock,
             SecretCipher(settings.resolved_secret_key()),
             self.webhook_sender,
-            SocketResolver(),
+            resolver or SocketResolver(),
             CacheSlots(
                 self._slot_cache(), self.webhook_policy.concurrency, self.webhook_policy.lease
             ),

@@ -4,7 +4,7 @@ delivery log and redelivery."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -39,7 +39,9 @@ class Receiver:
         self.statuses = list(statuses)
         self.requests: list[tuple[dict[str, str], bytes]] = []
 
-    def post(self, url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+    def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, addresses: Sequence[str]
+    ) -> tuple[int, bytes]:
         self.requests.append((dict(headers), body))
         return (self.statuses.pop(0) if self.statuses else 200), b"ok"
 

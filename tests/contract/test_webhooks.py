@@ -5,7 +5,7 @@ tests use a real HTTP receiver."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from uuid import UUID
 
@@ -66,16 +66,35 @@ class Resolver:
 class FakeReceiver:
     """Answers with the queued statuses (then 200) and keeps every request."""
 
-    def __init__(self, *statuses: int | Exception) -> None:
+    def __init__(self, *statuses: int | Exception, answer: bytes = b"ok") -> None:
         self.statuses = list(statuses)
+        self.answer = answer
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        #: The addresses each request was allowed to connect to.
+        self.addresses: list[tuple[str, ...]] = []
 
-    def post(self, url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+    def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, addresses: Sequence[str]
+    ) -> tuple[int, bytes]:
         self.requests.append((url, dict(headers), body))
+        self.addresses.append(tuple(addresses))
         answer = self.statuses.pop(0) if self.statuses else 200
         if isinstance(answer, Exception):
             raise answer
-        return answer, b"ok"
+        return answer, self.answer
+
+
+class ChangingResolver:
+    """Answers each lookup with the next list of addresses (the last one repeats), as a name
+    whose records change between lookups does."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = list(answers)
+        self.lookups = 0
+
+    def resolve(self, host: str) -> list[str]:
+        self.lookups += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
 @pytest.fixture
@@ -359,3 +378,72 @@ def test_an_endpoint_has_at_most_its_slots_in_flight() -> None:
     assert slots.acquire(other) is not None  # a busy endpoint does not hold up another
     slots.release(first)
     assert slots.acquire(endpoint) == first
+
+
+def test_the_sender_connects_only_to_what_this_attempt_checked(
+    uow_factory: UnitOfWorkFactory, clock: FixedClock, alice: User
+) -> None:
+    resolver = ChangingResolver(
+        ["93.184.216.34"], ["93.184.216.35", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"]
+    )
+    strict = policy(allow_private=False)
+    endpoint = CreateWebhook(uow_factory, clock, CIPHER, resolver, strict)(
+        alice.id, "https://hooks.example.com/in", ["webhook.test"]
+    ).endpoint
+    receiver = FakeReceiver()
+    slots = CacheSlots(InProcessCache(), 2, timedelta(seconds=60))
+    deliver = DeliverWebhook(uow_factory, clock, CIPHER, receiver, resolver, slots, strict)
+    test = SendTestWebhook(uow_factory, clock)(alice.id, endpoint.id)
+    assert deliver(test.id).state is DeliveryState.SUCCEEDED
+    # Resolved once at creation and once for the attempt; the sender may not resolve again.
+    assert resolver.lookups == 2
+    assert receiver.requests[0][0] == "https://hooks.example.com/in"
+    assert receiver.addresses == [("93.184.216.35", "2606:2800:21f:cb07:6820:80da:af6b:8b2c")]
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ["93.184.216.34", "127.0.0.1"],
+        ["93.184.216.34", "10.1.2.3"],
+        ["2606:2800:21f:cb07:6820:80da:af6b:8b2c", "::ffff:127.0.0.1"],
+        ["2606:2800:21f:cb07:6820:80da:af6b:8b2c", "2002:7f00:1::"],
+        ["93.184.216.34", "fd00::2"],
+    ],
+)
+def test_one_inside_address_among_public_ones_fails_the_attempt(
+    uow_factory: UnitOfWorkFactory, clock: FixedClock, alice: User, addresses: list[str]
+) -> None:
+    endpoint = CreateWebhook(uow_factory, clock, CIPHER, Resolver(), policy())(
+        alice.id, "https://hooks.example.com/in", ["webhook.test"]
+    ).endpoint
+    receiver = FakeReceiver()
+    slots = CacheSlots(InProcessCache(), 2, timedelta(seconds=60))
+    deliver = DeliverWebhook(
+        uow_factory,
+        clock,
+        CIPHER,
+        receiver,
+        ChangingResolver(addresses),
+        slots,
+        policy(allow_private=False),
+    )
+    outcome = deliver(SendTestWebhook(uow_factory, clock)(alice.id, endpoint.id).id)
+    assert outcome.error == "Webhook URL resolves to a private or reserved address"
+    assert receiver.requests == []
+
+
+def test_the_log_keeps_only_a_1_kib_excerpt_of_the_answer(
+    uow_factory: UnitOfWorkFactory, clock: FixedClock, alice: User
+) -> None:
+    endpoint = CreateWebhook(uow_factory, clock, CIPHER, Resolver(), policy())(
+        alice.id, "https://hooks.example.com/in", ["webhook.test"]
+    ).endpoint
+    # A sender that returns more than it should is cut by the core all the same.
+    receiver = FakeReceiver(500, answer=b"secret-page " * 1000)
+    deliver = deliverer(uow_factory, clock, receiver)
+    test = SendTestWebhook(uow_factory, clock)(alice.id, endpoint.id)
+    deliver(test.id)
+    [record] = ListDeliveries(uow_factory)(alice.id, endpoint.id)
+    [attempt] = record.attempts
+    assert attempt.response_body == (b"secret-page " * 1000)[:1024].decode()

@@ -199,7 +199,7 @@ def test_a_receiver_that_always_fails_ends_failed_and_large_answers_are_cut(
     records = {r.delivery.id: r for r in log(core, alice.id, hook.endpoint.id)}
     cut = records[first.id].attempts[0].response_body
     assert cut is not None
-    assert len(cut) == 65_536
+    assert len(cut) == 1024
     failed = records[second.id]
     assert failed.delivery.state is DeliveryState.FAILED
     assert [a.status_code for a in failed.attempts] == [500] * 4
@@ -312,7 +312,7 @@ def test_redirects_are_not_followed(receiver: Receiver) -> None:
     sender = HttpxWebhookSender(FAST)
     try:
         receiver.statuses = [302]
-        status, _ = sender.post(receiver.url, {"webhook-id": "msg"}, b"{}")
+        status, _ = sender.post(receiver.url, {"webhook-id": "msg"}, b"{}", addresses=["127.0.0.1"])
     finally:
         sender.close()
     assert status == 302

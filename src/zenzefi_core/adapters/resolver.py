@@ -11,4 +11,5 @@ class SocketResolver:
             infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
         except (socket.gaierror, UnicodeError):
             return []
-        return sorted({str(info[4][0]) for info in infos})
+        # In the order the system prefers them (RFC 6724), without repeats.
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))

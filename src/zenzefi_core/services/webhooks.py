@@ -44,12 +44,16 @@ from zenzefi_core.webhooks import (
     check_webhook_url,
     generate_secret,
     sign_webhook,
+    webhook_target,
 )
 
 logger = logging.getLogger("zenzefi.webhooks")
 
 #: How much of an error the attempt log keeps.
 _ERROR_LENGTH = 1000
+#: The most of a receiver's answer the attempt log keeps: enough to see why it failed, too
+#: little to make the log a way of reading what some other server answers.
+RESPONSE_EXCERPT_BYTES = 1024
 #: The outbox event of a manual redelivery (not a webhook event: never sent to a receiver).
 REDELIVERY_EVENT = "webhook.redelivery"
 #: Deliveries the log shows at most.
@@ -483,15 +487,16 @@ class DeliverWebhook:
         answer = ""
         error: str | None = None
         try:
-            check_webhook_url(
+            # Resolved and checked now, and connected to as checked (see `webhook_target`).
+            target = webhook_target(
                 endpoint.url, self._resolver, allow_private=self._policy.allow_private
             )
             headers = sign_webhook(
                 self._secrets(endpoint, now), str(claimed.id), int(now.timestamp()), body
             )
             headers["content-type"] = "application/json"
-            status, raw = self._sender.post(endpoint.url, headers, body)
-            answer = raw.decode("utf-8", errors="replace")
+            status, raw = self._sender.post(target.url, headers, body, addresses=target.addresses)
+            answer = raw[:RESPONSE_EXCERPT_BYTES].decode("utf-8", errors="replace")
         except (WebhookSendFailed, InvalidWebhookUrl) as failure:
             error = str(failure)[:_ERROR_LENGTH]
         latency_ms = int((time.monotonic() - started) * 1000)
