@@ -3,6 +3,7 @@ logging in, and a forged or altered one changes nothing."""
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
 import pytest
@@ -86,25 +87,77 @@ def test_a_malformed_change_is_refused(client: ApiClient, accounts: Accounts, bo
     assert client.get(PREFERENCES, headers=alice.headers).json() == ALL_ON
 
 
-def test_the_link_in_an_email_unsubscribes_without_a_login(
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def test_opening_the_link_changes_nothing_until_the_form_is_posted(
     client: ApiClient, accounts: Accounts, core: Core, settings: Settings
 ) -> None:
     alice = accounts.register("alice")
     path = low_balance_email(core, settings, accounts, alice)
+    token = path.split("token=", 1)[1]
 
-    response = client.get(path)  # no Authorization header
-    assert response.status_code == 200, response.text
-    assert response.json() == {
-        "kind": "balance_low",
-        "enabled": False,
-        "detail": "You will no longer receive low balance alerts by email.",
-    }
+    for _ in range(3):  # a mail scanner, a link preview, then the user
+        page = client.get(path)  # no Authorization header
+        assert page.status_code == 200, page.text
+        assert page.headers["content-type"].startswith("text/html")
+        assert client.get(PREFERENCES, headers=alice.headers).json() == ALL_ON
+    assert "Stop receiving low balance alerts by email?" in page.text
+    assert '<form method="post" action="?token=' + token + '">' in page.text
+    assert '<input type="hidden" name="List-Unsubscribe" value="One-Click">' in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert "form-action 'self'" in page.headers["content-security-policy"]
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["cache-control"] == "no-store"
+
+    # What the page's form sends.
+    done = client.post(path, data=ONE_CLICK)
+    assert done.status_code == 200, done.text
+    assert done.headers["content-type"].startswith("text/html")
+    assert "You will no longer receive low balance alerts by email." in done.text
     assert client.get(PREFERENCES, headers=alice.headers).json() == {
         **ALL_ON,
         "balance_low": False,
     }
-    # Following the link again is harmless.
-    assert client.get(path).status_code == 200
+    again = client.get(path)
+    assert "You already receive no low balance alerts by email." in again.text
+    assert "<form" not in again.text
+    # Posting again is harmless.
+    assert client.post(path, data=ONE_CLICK).status_code == 200
+
+
+def test_a_mail_clients_one_click_post_unsubscribes_without_a_login(
+    client: ApiClient, accounts: Accounts, core: Core, settings: Settings
+) -> None:
+    alice = accounts.register("alice")
+    path = low_balance_email(core, settings, accounts, alice)
+    # RFC 8058: exactly this body, form-encoded, to the List-Unsubscribe address.
+    response = client.post(path, content=b"List-Unsubscribe=One-Click", headers=FORM)
+    assert response.status_code == 200, response.text
+    assert client.get(PREFERENCES, headers=alice.headers).json() == {
+        **ALL_ON,
+        "balance_low": False,
+    }
+
+
+def test_a_post_without_a_body_unsubscribes_too(
+    client: ApiClient, accounts: Accounts, core: Core, settings: Settings
+) -> None:
+    alice = accounts.register("alice")
+    path = low_balance_email(core, settings, accounts, alice)
+    assert client.post(path).status_code == 200
+    assert client.get(PREFERENCES, headers=alice.headers).json()["balance_low"] is False
+
+
+def test_a_post_with_another_one_click_value_changes_nothing(
+    client: ApiClient, accounts: Accounts, core: Core, settings: Settings
+) -> None:
+    alice = accounts.register("alice")
+    path = low_balance_email(core, settings, accounts, alice)
+    response = client.post(path, data={"List-Unsubscribe": "Two-Clicks"})
+    assert response.status_code == 422, response.text
+    assert client.get(PREFERENCES, headers=alice.headers).json() == ALL_ON
 
 
 def test_a_forged_or_altered_link_changes_nothing(
@@ -123,12 +176,18 @@ def test_a_forged_or_altered_link_changes_nothing(
             alice.id, NotificationKind(kind)
         ),
         "garbage",
+        '"><script>alert(1)</script>',
     ]
     for attempt in forged:
-        response = client.get(UNSUBSCRIBE, params={"token": attempt})
-        assert response.status_code == 401, (attempt, response.text)
-        assert response.json()["detail"] == "Invalid unsubscribe link"
+        for response in (
+            client.get(UNSUBSCRIBE, params={"token": attempt}),
+            client.post(UNSUBSCRIBE, params={"token": attempt}, data=ONE_CLICK),
+        ):
+            assert response.status_code == 401, (attempt, response.text)
+            assert response.json()["detail"] == "Invalid unsubscribe link"
+            assert "<script>" not in response.text
     assert client.get(UNSUBSCRIBE).status_code == 422
+    assert client.post(UNSUBSCRIBE, data=ONE_CLICK).status_code == 422
     assert client.get(PREFERENCES, headers=alice.headers).json() == ALL_ON
     assert client.get(PREFERENCES, headers=bob.headers).json() == ALL_ON
 
@@ -137,6 +196,14 @@ def test_the_routes_are_in_the_schema(client: ApiClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert paths[PREFERENCES]["get"]["operationId"] == "getNotificationPreferences"
     assert paths[PREFERENCES]["put"]["operationId"] == "updateNotificationPreferences"
-    unsubscribe = paths[UNSUBSCRIBE]["get"]
-    assert unsubscribe["operationId"] == "unsubscribe"
-    assert "security" not in unsubscribe or unsubscribe["security"] in ([], [{}])
+    page, confirm = paths[UNSUBSCRIBE]["get"], paths[UNSUBSCRIBE]["post"]
+    assert page["operationId"] == "unsubscribePage"
+    assert confirm["operationId"] == "unsubscribe"
+    for operation in (page, confirm):
+        assert "security" not in operation or operation["security"] in ([], [{}])
+        assert "text/html" in operation["responses"]["200"]["content"]
+        assert "application/json" in operation["responses"]["401"]["content"]
+    form = confirm["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    one_click = client.get("/openapi.json").json()["components"]["schemas"]["OneClick"]
+    assert form == {"$ref": "#/components/schemas/OneClick"}
+    assert '"const": "One-Click"' in json.dumps(one_click["properties"]["List-Unsubscribe"])

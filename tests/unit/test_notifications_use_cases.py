@@ -20,6 +20,7 @@ from zenzefi_core.errors import BrokerUnavailable, InvalidSignature, UserNotFoun
 from zenzefi_core.ids import new_id
 from zenzefi_core.notifications import NotificationPolicy
 from zenzefi_core.policy import ShopPolicy
+from zenzefi_core.services.notifications import ReadUnsubscribeLink, UnsubscribeLink
 from zenzefi_core.services.outbox import PublishCommittedEvents, RelayOutbox
 from zenzefi_core.services.token_expiry import ScanExpiringTokens
 from zenzefi_core.services.tokens import TokenOrder
@@ -257,6 +258,22 @@ def test_the_unsubscribe_link_turns_its_kind_off(
     }
     # Following it again is harmless.
     assert notifier.unsubscribe(token) == done
+
+
+def test_reading_an_unsubscribe_link_changes_nothing(
+    store: MemoryStore, clock: FixedClock, notifier: Notifier
+) -> None:
+    alice = open_account(store.unit_of_work, clock, "alice")
+    token = notifier.links.token(alice.id, K.REFERRAL_BONUS)
+    read = ReadUnsubscribeLink(store.unit_of_work, notifier.links)
+    for _ in range(3):  # a scanner may open it many times
+        assert read(token) == UnsubscribeLink(alice.id, K.REFERRAL_BONUS, enabled=True)
+    assert all(notifier.preferences(alice.id).values())
+    notifier.unsubscribe(token)
+    assert read(token) == UnsubscribeLink(alice.id, K.REFERRAL_BONUS, enabled=False)
+    user, _, signature = token.split(".")
+    with pytest.raises(InvalidSignature):
+        read(f"{user}.{K.BALANCE_LOW.value}.{signature}")
 
 
 def test_a_forged_unsubscribe_link_changes_nothing(

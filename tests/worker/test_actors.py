@@ -4,15 +4,19 @@ with the right recipient, subject and content; failures are retried and, in the 
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
+from tests.api.conftest import running as serving
 from tests.notifications import Notifier, SmtpServer, eventually, start_clock
 from tests.worker.conftest import Running, account, debit
+from zenzefi_api.app import create_app
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.clock import FixedClock
 from zenzefi_core.domain import OutboxEvent
-from zenzefi_core.domain.notifications import Notification, NotificationState
+from zenzefi_core.domain.notifications import Notification, NotificationKind, NotificationState
 from zenzefi_core.errors import BrokerUnavailable
 from zenzefi_core.services.tokens import PurchaseToken, TokenOrder
 from zenzefi_core.settings import Settings
@@ -37,6 +41,35 @@ class RefusingPublisher:
 
     def publish(self, event: OutboxEvent) -> None:
         raise BrokerUnavailable("connection refused")
+
+
+def test_the_one_click_unsubscribe_of_a_delivered_email_works_without_a_login(
+    running: Running, core: Core, smtp: SmtpServer
+) -> None:
+    alice = account(core, "alice", balance="15.00")
+    debit(core, alice, "8.00")
+    running.settle()
+    (received,) = smtp.wait_for(1)
+    # RFC 8058: both headers, the link in angle brackets.
+    header = str(received.message["List-Unsubscribe"])
+    assert header.startswith("<")
+    assert header.endswith(">")
+    assert received.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = urlsplit(header[1:-1])
+    assert link.path == "/api/v1/notifications/unsubscribe"
+
+    with serving(create_app(core.settings, core)) as client:
+        # What a mail client's unsubscribe button sends: no cookie, no login, this body.
+        answer = client.post(
+            f"{link.path}?{link.query}",
+            content=b"List-Unsubscribe=One-Click",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+    assert answer.status_code == 200, answer.text
+    with core.uow() as uow:
+        assert uow.notification_preferences.for_user(alice.id) == {
+            NotificationKind.BALANCE_LOW: False
+        }
 
 
 def test_a_low_balance_alert_arrives_once(running: Running, core: Core, smtp: SmtpServer) -> None:

@@ -3,6 +3,7 @@ server can fail; and the mailbox folder of the embedded default."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import ssl
 import subprocess
@@ -61,6 +62,7 @@ def test_an_email_goes_out_with_both_versions_and_its_headers(plain: SmtpServer)
     assert message["Message-ID"] == "<0190abcd@zenzefi.example>"
     assert message["Auto-Submitted"] == "auto-generated"
     assert message["List-Unsubscribe"] == f"<{MESSAGE.unsubscribe_url}>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["Date"]
     assert received.text == MESSAGE.text
     assert received.html.strip() == MESSAGE.html
@@ -220,3 +222,10 @@ def test_the_settings_choose_the_mailer(tmp_path: Path) -> None:
     assert embedded.directory == tmp_path / "mailbox"
     configured = Settings(data_dir=tmp_path, smtp=smtp_settings(2525))
     assert isinstance(mailer_from_settings(configured), SmtpMailer)
+
+
+def test_an_email_without_an_unsubscribe_link_claims_no_one_click(plain: SmtpServer) -> None:
+    SmtpMailer(smtp_settings(plain.port)).send(dataclasses.replace(MESSAGE, unsubscribe_url=None))
+    (received,) = plain.wait_for(1)
+    assert received.message["List-Unsubscribe"] is None
+    assert received.message["List-Unsubscribe-Post"] is None

@@ -35,7 +35,10 @@ def to_mime(message: EmailMessage, sender: str) -> MimeMessage:
     # RFC 3834: an automatic message, so auto-responders do not answer it.
     mime["Auto-Submitted"] = "auto-generated"
     if message.unsubscribe_url:
+        # RFC 2369 and RFC 8058: mail clients show an unsubscribe button that POSTs
+        # `List-Unsubscribe=One-Click` to the link, without opening a page.
         mime["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
+        mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     mime.set_content(message.text)
     mime.add_alternative(message.html, subtype="html")
     return mime

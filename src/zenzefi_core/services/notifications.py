@@ -90,6 +90,32 @@ class Unsubscribed:
     kind: NotificationKind
 
 
+@dataclass(frozen=True, slots=True)
+class UnsubscribeLink:
+    user_id: UUID
+    kind: NotificationKind
+    #: Whether the user gets this kind of email now.
+    enabled: bool
+
+
+class ReadUnsubscribeLink:
+    """What a genuine unsubscribe link would turn off, and whether it is on now. Changes
+    nothing: mail scanners and link previews open every link in an email, so opening one must
+    not unsubscribe anyone (`Unsubscribe` does, on the confirming POST). A forged or altered
+    link raises `InvalidSignature`."""
+
+    def __init__(self, uow_factory: UnitOfWorkFactory, links: UnsubscribeLinks) -> None:
+        self._uow_factory = uow_factory
+        self._links = links
+
+    def __call__(self, token: str) -> UnsubscribeLink:
+        user_id, kind = self._links.verify(token)
+        with self._uow_factory() as uow:
+            _existing_user(uow, user_id)
+            enabled = _preferences(uow, user_id)[kind]
+        return UnsubscribeLink(user_id=user_id, kind=kind, enabled=enabled)
+
+
 class Unsubscribe:
     """The one-click link in every email: turns its kind off for its user, without a login.
 
