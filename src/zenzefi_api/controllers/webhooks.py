@@ -118,7 +118,9 @@ class AttemptOut(msgspec.Struct, kw_only=True):
     attempted_at: Timestamp
     status_code: int | None
     latency_ms: int
-    response_body: Annotated[str | None, msgspec.Meta(description="At most 64 KB")]
+    response_body: Annotated[
+        str | None, msgspec.Meta(description="The first 1 KiB of the answer at most")
+    ]
     error: str | None
 
 
@@ -299,7 +301,7 @@ class WebhooksController(Controller):
         operation_id="listWebhookDeliveries",
         summary="The delivery log, newest first",
         description="Each delivery with its state, attempt count, last status code, next "
-        "retry and every attempt (time, status, latency, the answer's first 64 KB, error).",
+        "retry and every attempt (time, status, latency, the answer's first 1 KiB, error).",
         responses=error_responses(401, 403, 404, 503),
         sync_to_thread=True,
     )
