@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     core = Core.from_settings(settings)
     try:
         return int(args.run(core, args))
-    except DomainError as error:
+    except (DomainError, SecretKeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:

@@ -68,6 +68,11 @@ def generated_secret_key(path: Path) -> str:
             os.link(temporary, path)
         except FileExistsError:
             return _read_key(path)
+        except OSError as error:
+            raise SecretKeyError(
+                f"cannot create {path} ({error.strerror}; the key file is put in place with a "
+                "hard link, which this file system may not support): set ZENZEFI_SECRET_KEY"
+            ) from error
         _sync_directory(path.parent)
     finally:
         os.unlink(temporary)

@@ -3,6 +3,7 @@ and the same for every process that starts at once."""
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import stat
@@ -145,3 +146,15 @@ def test_the_command_refuses_a_damaged_key_file(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "no usable secret key" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_file_system_without_hard_links_is_a_clear_error_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with pytest.raises(SecretKeyError, match="set ZENZEFI_SECRET_KEY"):
+        generated_secret_key(tmp_path / "secret_key")
+    assert list(tmp_path.iterdir()) == []
