@@ -190,6 +190,7 @@ class NotificationsController(Controller):
         token: _TOKEN,
         data: Annotated[OneClick, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Response[str]:
+        # `data` is declared to have the form checked and documented; it carries no choice.
         links = UnsubscribeLinks.from_settings(core.settings)
         done = Unsubscribe(core.uow, core.clock, links)(token)
         return _page(
