@@ -16,6 +16,7 @@ from typing import Any
 
 import dramatiq
 import httpcore
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -144,6 +145,16 @@ class Rebinding:
 
 
 # --- the sender ----------------------------------------------------------------------------
+
+
+def test_the_simulated_rebinding_does_lead_a_client_that_resolves_again_inside(
+    system_dns: None, loopback: Listener
+) -> None:
+    """The control: an HTTP client that looks the name up itself reaches the loopback server,
+    so the tests below would catch a sender that did."""
+    with httpx.Client(trust_env=False) as client:
+        assert client.post(f"http://{NAME}:{loopback.port}/hook", content=b"{}").status_code == 200
+    assert len(loopback.received) == 1
 
 
 def test_the_sender_connects_to_the_checked_address_not_to_what_the_name_resolves_to(
