@@ -178,7 +178,7 @@ class AuthController(Controller):
     def login(self, core: CoreDep, tokens: Tokens, data: JSONBody[LoginIn]) -> TokenOut:
         user = Authenticate(core.uow, core.hasher)(Credentials(data.email, data.password))
         return TokenOut(
-            access_token=tokens.issue(user.id),
+            access_token=tokens.issue(user.id, user.session_version),
             token_type="bearer",  # noqa: S106 - the OAuth 2 token type, not a secret
             expires_in=tokens.lifetime_seconds,
         )
