@@ -219,8 +219,9 @@ class IdempotencyRepository(Protocol):
         """Forget one key (it outlived its lifetime)."""
         ...
 
-    def purge(self, *, created_before: datetime) -> int:
-        """Delete every key created before `created_before`, in one statement; how many."""
+    def purge(self, *, created_up_to: datetime) -> int:
+        """Delete every key created at or before `created_up_to`, in one statement; how
+        many."""
         ...
 
 

@@ -534,6 +534,35 @@ def test_idempotency_duplicate_key_conflicts(uow_factory: UnitOfWorkFactory, ali
         assert again.user_id == bob.id
 
 
+def test_idempotency_keeps_sealed_secrets_and_purges_by_age(
+    uow_factory: UnitOfWorkFactory, alice: User
+) -> None:
+    sealed = dataclasses.replace(a_record(alice, "old"), secrets_encrypted="gAAAA-sealed")
+    edge = dataclasses.replace(a_record(alice, "edge"), created_at=MOMENT + timedelta(hours=1))
+    young = dataclasses.replace(a_record(alice, "young"), created_at=MOMENT + timedelta(hours=2))
+    with uow_factory() as uow:
+        for record in (sealed, edge, young):
+            uow.idempotency.add(record)
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.idempotency.get(alice.id, "old") == sealed
+        assert uow.idempotency.purge(created_up_to=MOMENT + timedelta(hours=1)) == 2
+        uow.idempotency.remove(alice.id, "no-such-key")
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.idempotency.get(alice.id, "old") is None
+        assert uow.idempotency.get(alice.id, "edge") is None
+        assert uow.idempotency.get(alice.id, "young") == young
+        uow.idempotency.remove(alice.id, "young")
+        # A removed key can be used again.
+        uow.idempotency.add(dataclasses.replace(young, response={"again": True}))
+        uow.commit()
+    with uow_factory() as uow:
+        again = uow.idempotency.get(alice.id, "young")
+    assert again is not None
+    assert again.response == {"again": True}
+
+
 # --- transactions ----------------------------------------------------------------------------
 
 

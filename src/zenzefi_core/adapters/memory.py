@@ -349,11 +349,11 @@ class _IdempotencyRepository:
     def remove(self, user_id: UUID, key: str) -> None:
         self._t.idempotency.pop((user_id, key), None)
 
-    def purge(self, *, created_before: datetime) -> int:
+    def purge(self, *, created_up_to: datetime) -> int:
         expired = [
             slot
             for slot, record in self._t.idempotency.items()
-            if record.created_at < created_before
+            if record.created_at <= created_up_to
         ]
         for slot in expired:
             del self._t.idempotency[slot]

@@ -210,6 +210,6 @@ class PurgeExpiredKeys:
 
     def __call__(self) -> int:
         with self._uow_factory() as uow:
-            purged = uow.idempotency.purge(created_before=self._clock.now() - self._lifetime)
+            purged = uow.idempotency.purge(created_up_to=self._clock.now() - self._lifetime)
             uow.commit()
         return purged

@@ -431,9 +431,9 @@ class SqlIdempotencyRepository:
             )
         )
 
-    def purge(self, *, created_before: datetime) -> int:
+    def purge(self, *, created_up_to: datetime) -> int:
         result = self._c.execute(
-            delete(idempotency_keys).where(idempotency_keys.c.created_at < created_before)
+            delete(idempotency_keys).where(idempotency_keys.c.created_at <= created_up_to)
         )
         return result.rowcount
 
