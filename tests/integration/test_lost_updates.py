@@ -102,39 +102,50 @@ class Competitor:
 
 
 class _Stopped:
-    """A unit of work whose `repository.method` runs `then` once, right after its `nth` call
-    returns, with this transaction still open."""
+    """A unit of work that runs `then` once, with its transaction still open: right after the
+    `nth` call of any of `repository`'s `methods` returns, or, with `before`, just before it
+    runs. Methods the repository does not have are left out, so one list can name the reads
+    and writes of several versions of a use case."""
 
     def __init__(
         self,
         inner: SqlAlchemyUnitOfWork,
         repository: str,
-        method: str,
+        methods: tuple[str, ...],
         then: Callable[[], None],
+        *,
         nth: int,
+        before: bool,
     ) -> None:
         self._inner = inner
         self._repository = repository
-        self._method = method
+        self._methods = methods
         self._then = then
         self._nth = nth
+        self._before = before
 
     def __enter__(self) -> SqlAlchemyUnitOfWork:
         uow = self._inner.__enter__()
         repository = getattr(uow, self._repository)
-        real = getattr(repository, self._method)
         calls = 0
 
-        def stopped(*args: Any, **kwargs: Any) -> Any:
-            nonlocal calls
-            result = real(*args, **kwargs)
-            calls += 1
-            if calls == self._nth:
-                setattr(repository, self._method, real)
-                self._then()
-            return result
+        def stop_on(real: Callable[..., Any]) -> Callable[..., Any]:
+            def stopped(*args: Any, **kwargs: Any) -> Any:
+                nonlocal calls
+                calls += 1
+                if self._before and calls == self._nth:
+                    self._then()
+                result = real(*args, **kwargs)
+                if not self._before and calls == self._nth:
+                    self._then()
+                return result
 
-        setattr(repository, self._method, stopped)
+            return stopped
+
+        for method in self._methods:
+            real = getattr(repository, method, None)
+            if real is not None:
+                setattr(repository, method, stop_on(real))
         return uow
 
     def __exit__(
@@ -146,11 +157,17 @@ class _Stopped:
         self._inner.__exit__(exc_type, exc, tb)
 
 
-def stopped_after(
-    engine: Engine, repository: str, method: str, competitor: Competitor, *, nth: int = 1
+def stopped_at(
+    engine: Engine,
+    repository: str,
+    methods: tuple[str, ...],
+    competitor: Competitor,
+    *,
+    nth: int = 1,
+    before: bool = False,
 ) -> UnitOfWorkFactory:
-    """Units of work on `engine` in which the `nth` call of `repository.method` lets the
-    competitor run (once, in the first unit of work that gets that far)."""
+    """Units of work on `engine` that let the competitor run at the `nth` call of one of
+    `repository.methods` (once, in the first unit of work that gets that far)."""
     ran = threading.Event()
 
     def then() -> None:
@@ -159,11 +176,17 @@ def stopped_after(
             competitor.start_and_wait()
 
     def factory() -> UnitOfWork:
-        return cast(
-            UnitOfWork, _Stopped(SqlAlchemyUnitOfWork(engine), repository, method, then, nth)
+        stopped = _Stopped(
+            SqlAlchemyUnitOfWork(engine), repository, methods, then, nth=nth, before=before
         )
+        return cast(UnitOfWork, stopped)
 
     return factory
+
+
+#: The worker's failure tracking, in this and earlier versions: the competitor runs before its
+#: first write, after any read it made of the endpoint in the same transaction.
+ENDPOINT_WRITES = ("update_endpoint", "mark_failing", "clear_failing", "disable_failing")
 
 
 def patience(engine: Engine) -> float:
@@ -207,7 +230,7 @@ def test_a_ban_survives_a_concurrent_profile_change(
         ),
         patience(engine),
     )
-    profile = UpdateProfile(stopped_after(engine, "users", "get", ban), HASHER)
+    profile = UpdateProfile(stopped_at(engine, "users", ("get",), ban), HASHER)
 
     profile(ProfileChange(alice.id, full_name="Alice Liddell"))
     ban.finish()
@@ -231,7 +254,7 @@ def test_a_password_change_racing_a_ban_keeps_both_and_ends_sessions_twice(
         ),
         patience(engine),
     )
-    profile = UpdateProfile(stopped_after(engine, "users", "get", ban), HASHER)
+    profile = UpdateProfile(stopped_at(engine, "users", ("get",), ban), HASHER)
 
     profile(
         ProfileChange(alice.id, new_password="a new password", current_password="correct horse")
@@ -257,7 +280,7 @@ def test_a_promotion_survives_a_concurrent_ban(
         patience(engine),
     )
     # The promotion reads the operator first, then alice: stop after the second read.
-    promote = SetSuperuser(stopped_after(engine, "users", "get", ban, nth=2), clock)
+    promote = SetSuperuser(stopped_at(engine, "users", ("get",), ban, nth=2), clock)
     promote(AccountChange(actor_id=admin.id, user_id=alice.id, enable=True))
     ban.finish()
 
@@ -316,7 +339,9 @@ def test_a_rotation_survives_a_concurrent_delivery_failure(
         patience(engine),
     )
     # The worker records the failed attempt; the owner rotates while that transaction is open.
-    worker = deliver(engine, clock, stopped_after(engine, "webhooks", "record_attempt", rotation))
+    worker = deliver(
+        engine, clock, stopped_at(engine, "webhooks", ENDPOINT_WRITES, rotation, before=True)
+    )
 
     outcome = worker(delivery.id)
     rotation.finish()
@@ -343,7 +368,9 @@ def test_a_disable_survives_a_concurrent_delivery_failure(
         ),
         patience(engine),
     )
-    worker = deliver(engine, clock, stopped_after(engine, "webhooks", "record_attempt", switch_off))
+    worker = deliver(
+        engine, clock, stopped_at(engine, "webhooks", ENDPOINT_WRITES, switch_off, before=True)
+    )
 
     worker(delivery.id)
     switch_off.finish()
@@ -371,7 +398,9 @@ def test_the_workers_disable_survives_a_concurrent_url_change(
         ),
         patience(engine),
     )
-    worker = deliver(engine, clock, stopped_after(engine, "webhooks", "record_attempt", new_url))
+    worker = deliver(
+        engine, clock, stopped_at(engine, "webhooks", ENDPOINT_WRITES, new_url, before=True)
+    )
 
     outcome = worker(second.id)
     new_url.finish()
@@ -427,7 +456,9 @@ def test_a_withdrawal_survives_a_concurrent_bundle_change(
     withdrawal = Competitor(
         lambda: DeactivateBundle(plain(engine))(BundleRef(admin.id, bundle.id)), 0.5
     )
-    change = UpdateBundle(stopped_after(engine, "bundles", "get_for_update", withdrawal), prices)
+    change = UpdateBundle(
+        stopped_at(engine, "bundles", ("get", "get_for_update"), withdrawal), prices
+    )
 
     changed = change(
         BundleChange(actor_id=admin.id, bundle_id=bundle.id, discount_percent=Decimal("20.00"))
