@@ -64,8 +64,14 @@ POLICY = WebhookPolicy(
 )
 
 
-def _public(_host: str) -> list[str]:
-    return ["93.184.216.34"]
+class _Public:
+    """Every host resolves to one public address."""
+
+    def resolve(self, host: str) -> list[str]:
+        return ["93.184.216.34"]
+
+
+_public = _Public()
 
 
 @dataclass
