@@ -202,7 +202,9 @@ class UsersController(Controller):
     @patch(
         operation_id="updateMe",
         summary="Change the caller's name or password",
-        description="A new `password` needs `current_password` (422 when missing, 400 when wrong).",
+        description="A new `password` needs `current_password` (422 when missing, 400 when wrong) "
+        "and ends every login made before it, this one included: log in again with the new "
+        "password. A name change ends nothing.",
         responses=error_responses(400, 401, 403, 413, 422, 503),
         sync_to_thread=True,
     )
