@@ -21,6 +21,7 @@ import zenzefi_core
 from zenzefi_api.access_log import AccessLog
 from zenzefi_api.auth import (
     TokenIssuer,
+    provide_current_login,
     provide_current_user,
     provide_current_user_id,
     provide_tokens,
@@ -87,6 +88,7 @@ DEPENDENCIES = {
     "client_address": Provide(provide_client_address, sync_to_thread=False),
     "current_user": Provide(provide_current_user),
     "current_user_id": Provide(provide_current_user_id, sync_to_thread=False),
+    "current_login": Provide(provide_current_login, sync_to_thread=False),
 }
 
 TAGS = [

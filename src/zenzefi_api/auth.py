@@ -1,12 +1,14 @@
 """Login sessions: JWTs (HS256) issued at login, checked on every request that needs a user.
 
-The token only says who the caller was when they logged in; the account is read again on every
-request (the core's `IdentifyUser`), so a deactivated user is refused at once (403) instead of
-when the token expires. Missing, malformed, forged and expired tokens are all 401.
+The token says who the caller was when they logged in and the account's `session_version` then
+(claim `sv`); the account is read again on every request (the core's `IdentifyUser`, one query),
+so a password change or a deactivation, which raise the version, ends every earlier login at
+once instead of when its token expires. Missing, malformed, forged, expired and ended tokens
+are all 401.
 
 The purchase routes are the exception: their use cases read and check the account themselves,
-inside the purchase's own transaction, so those routes only verify the token (`token_required`)
-and spare the busiest requests a second account read.
+session version included, inside the purchase's own transaction, so those routes only verify
+the token (`token_required`) and spare the busiest requests a second account read.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from zenzefi_core.domain import User
 from zenzefi_core.errors import AuthenticationFailed, UserNotFound
 from zenzefi_core.ports import Clock
 from zenzefi_core.services.admin import require_superuser
-from zenzefi_core.services.users import IdentifyUser
+from zenzefi_core.services.users import IdentifyUser, LoginSession
 
 ALGORITHM = "HS256"
 AUDIENCE = "zenzefi-api"
@@ -51,18 +53,23 @@ class TokenIssuer:
     def lifetime_seconds(self) -> int:
         return int(self._lifetime.total_seconds())
 
-    def issue(self, user_id: UUID) -> str:
+    def issue(self, user_id: UUID, session_version: int) -> str:
+        """A login token for the account, valid while `session_version` is its current one."""
         now = self._clock.now()
         claims = {
             "sub": str(user_id),
+            "sv": session_version,
             "aud": AUDIENCE,
             "iat": int(now.timestamp()),
             "exp": int((now + self._lifetime).timestamp()),
         }
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
-    def verify(self, authorization: str | None) -> UUID:
-        """The user id in a valid `Authorization: Bearer <jwt>` header; 401 for anything else."""
+    def verify(self, authorization: str | None) -> LoginSession:
+        """The login in a valid `Authorization: Bearer <jwt>` header; 401 for anything else.
+
+        A token from before session versions existed carries no `sv`: it stands for version 0,
+        every account's first, so it ends with the account's next password change."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationFailed("Not authenticated")
@@ -74,13 +81,26 @@ class TokenIssuer:
                 audience=AUDIENCE,
                 options={"require": ["sub", "aud", "iat", "exp"]},
             )
-            return UUID(str(claims["sub"]))
+            version = claims.get("sv", 0)
+            if type(version) is not int:
+                raise ValueError("sv is not a whole number")
+            return LoginSession(user_id=UUID(str(claims["sub"])), session_version=version)
         except (jwt.InvalidTokenError, ValueError):
             raise AuthenticationFailed("Could not validate credentials") from None
 
 
-#: Where `bearer_user_id` keeps the id from a verified token for the rest of the request.
-USER_ID_KEY = "zenzefi_user_id"
+#: Where `bearer_session` keeps the verified login for the rest of the request.
+SESSION_KEY = "zenzefi_login"
+
+
+def bearer_session(connection: ASGIConnection[Any, Any, Any, Any]) -> LoginSession:
+    """The login in the request's verified bearer token, without reading the account."""
+    verified = connection.scope.get(SESSION_KEY)
+    if isinstance(verified, LoginSession):
+        return verified
+    session = api_context(connection.app).tokens.verify(connection.headers.get("authorization"))
+    connection.scope[SESSION_KEY] = session  # type: ignore[literal-required]
+    return session
 
 
 def bearer_user_id(connection: ASGIConnection[Any, Any, Any, Any]) -> UUID:
@@ -88,12 +108,7 @@ def bearer_user_id(connection: ASGIConnection[Any, Any, Any, Any]) -> UUID:
     known = connection.scope.get("user")
     if isinstance(known, User):
         return known.id
-    verified = connection.scope.get(USER_ID_KEY)
-    if isinstance(verified, UUID):
-        return verified
-    user_id = api_context(connection.app).tokens.verify(connection.headers.get("authorization"))
-    connection.scope[USER_ID_KEY] = user_id  # type: ignore[literal-required]
-    return user_id
+    return bearer_session(connection).user_id
 
 
 async def authenticated_user(connection: ASGIConnection[Any, Any, Any, Any]) -> User:
@@ -101,9 +116,10 @@ async def authenticated_user(connection: ASGIConnection[Any, Any, Any, Any]) -> 
     known = connection.scope.get("user")
     if isinstance(known, User):
         return known
-    context = api_context(connection.app)
-    user_id = context.tokens.verify(connection.headers.get("authorization"))
-    user = await anyio.to_thread.run_sync(IdentifyUser(context.core.uow), user_id)
+    session = bearer_session(connection)
+    user = await anyio.to_thread.run_sync(
+        IdentifyUser(api_context(connection.app).core.uow), session
+    )
     connection.scope["user"] = user
     return user
 
@@ -125,11 +141,12 @@ async def token_required(
     connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
 ) -> None:
     """Guard for routes whose use case checks the account itself, in its own transaction (the
-    purchases): only the token is verified here, 401 as anywhere. A deactivated account is
-    still refused at once, with the use case's 403, and a token naming no account is 401 (see
-    `account_checked_by_use_case`); what is saved is a separate account read, a database round
-    trip and a thread hop, on every purchase."""
-    bearer_user_id(connection)
+    purchases): only the token is verified here, 401 as anywhere. The handler must give the
+    use case the token's session version (`current_login`): an ended login is then refused at
+    once with the use case's 401, an inactive account with its 403, and a token naming no
+    account is 401 (see `account_checked_by_use_case`); what is saved is a separate account
+    read, a database round trip and a thread hop, on every purchase."""
+    bearer_session(connection)
 
 
 @contextmanager
@@ -148,6 +165,10 @@ async def provide_current_user(request: Request[Any, Any, Any]) -> User:
 
 def provide_current_user_id(request: Request[Any, Any, Any]) -> UUID:
     return bearer_user_id(request)
+
+
+def provide_current_login(request: Request[Any, Any, Any]) -> LoginSession:
+    return bearer_session(request)
 
 
 def provide_tokens(request: Request[Any, Any, Any]) -> TokenIssuer:

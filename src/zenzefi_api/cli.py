@@ -28,7 +28,7 @@ GRACEFUL_SHUTDOWN_SECONDS = 10
 #: the same as httpx's, and the load test (bench/load.py) lost requests to exactly that.
 KEEP_ALIVE_SECONDS = 75
 #: The jobs `zenzefi jobs run` knows (`zenzefi_worker.app.WorkerApp.jobs`).
-JOB_NAMES = ("outbox-relay", "token-expiry-scan", "session-cleanup")
+JOB_NAMES = ("outbox-relay", "token-expiry-scan", "session-cleanup", "idempotency-purge")
 
 
 def _serve(core: Core, args: argparse.Namespace) -> int:

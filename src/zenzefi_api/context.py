@@ -5,7 +5,8 @@ Handlers take the parts they need as named dependencies: `core: CoreDep` (the co
 `core.uow`, `core.clock`, `core.hasher`, `core.settings`), `settings: SettingsDep`,
 `client_address: ClientAddress`, `current_user: CurrentUser` (the active user behind the bearer
 token; see `auth`), `current_user_id: CurrentUserId` (only the token's user id, on routes whose
-use case checks the account itself) and `tokens: Tokens`.
+use case checks the account itself), `current_login: CurrentLogin` (the token's id and session
+version, for those use cases) and `tokens: Tokens`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from litestar.di import NamedDependency
 
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.domain import User
+from zenzefi_core.services.users import LoginSession
 from zenzefi_core.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ SettingsDep = NamedDependency[Settings]
 CurrentUser = NamedDependency[User]
 #: The id in a verified bearer token, the account not read (routes guarded by `token_required`).
 CurrentUserId = NamedDependency[UUID]
+#: The verified bearer token's login (id and session version), the account not read: for routes
+#: guarded by `token_required`, whose use case must then check the session itself.
+CurrentLogin = NamedDependency[LoginSession]
 ClientAddress = NamedDependency[str | None]
 
 

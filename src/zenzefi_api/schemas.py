@@ -126,7 +126,8 @@ class ValidationErrorBody(msgspec.Struct, kw_only=True):
 
 _DESCRIPTIONS = {
     400: "Malformed request (not JSON, wrong content), or refused by a business rule",
-    401: "Missing, malformed or expired bearer token, or wrong credentials",
+    401: "Missing, malformed or expired bearer token, a login ended by a password change or a "
+    "deactivation, or wrong credentials",
     402: "Insufficient balance",
     403: "Authenticated, but not allowed: inactive account or missing superuser role",
     404: "Not found",

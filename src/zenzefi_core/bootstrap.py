@@ -23,8 +23,14 @@ from zenzefi_core.ports import (
     PaymentProvider,
     UnitOfWork,
 )
-from zenzefi_core.security import Argon2PasswordHasher, BoundedPasswordHasher
+from zenzefi_core.security import (
+    REPLAY_SECRETS,
+    Argon2PasswordHasher,
+    BoundedPasswordHasher,
+    SecretCipher,
+)
 from zenzefi_core.services.bundles import SeedDefaultBundles
+from zenzefi_core.services.idempotency import ReplaySecrets
 from zenzefi_core.services.outbox import PublishCommittedEvents
 from zenzefi_core.settings import Settings
 
@@ -83,6 +89,11 @@ class Core:
     def policy(self) -> ShopPolicy:
         """Prices, the referral programme and the low-balance line, as configured."""
         return ShopPolicy.from_settings(self.settings)
+
+    @cached_property
+    def replay_secrets(self) -> ReplaySecrets:
+        """Encrypts the access tokens' secrets kept with an Idempotency-Key for its replays."""
+        return ReplaySecrets(SecretCipher(self.settings.resolved_secret_key(), REPLAY_SECRETS))
 
     def migrate(self) -> None:
         """Apply the migrations, then seed the default bundles if the catalogue is empty.

@@ -109,8 +109,22 @@ class UserRepository(Protocol):
 
     def get_by_referral_code(self, code: str) -> User | None: ...
 
-    def update(self, user: User) -> None:
-        """Save profile and role fields. Never touches `balance`: only `change_balance` does."""
+    # Each change below writes only its own column(s), in one statement, so two use cases
+    # changing one account at once cannot undo each other (a profile change read before a ban
+    # never writes `is_active` back). Each returns the account as it is now, None when there
+    # is no such account. None of them touches `balance`: only `change_balance` does.
+
+    def set_full_name(self, user_id: UUID, full_name: str | None) -> User | None: ...
+
+    def set_password(self, user_id: UUID, password_hash: str) -> User | None: ...
+
+    def set_active(self, user_id: UUID, active: bool) -> User | None: ...
+
+    def set_superuser(self, user_id: UUID, superuser: bool) -> User | None: ...
+
+    def end_sessions(self, user_id: UUID) -> User | None:
+        """Raise `session_version` by one (`SET v = v + 1`, never a value read earlier), so
+        every login token issued before is refused from now on."""
         ...
 
     def change_balance(self, user_id: UUID, delta: Decimal) -> Decimal | None:
@@ -201,6 +215,15 @@ class IdempotencyRepository(Protocol):
         """Store a first result; raises `IdempotencyConflict` when the key is already used."""
         ...
 
+    def remove(self, user_id: UUID, key: str) -> None:
+        """Forget one key (it outlived its lifetime)."""
+        ...
+
+    def purge(self, *, created_up_to: datetime) -> int:
+        """Delete every key created at or before `created_up_to`, in one statement; how
+        many."""
+        ...
+
 
 class PaymentRepository(Protocol):
     def add(self, intent: PaymentIntent) -> None: ...
@@ -281,8 +304,16 @@ class BundleRepository(Protocol):
 
     def get(self, bundle_id: UUID) -> TokenBundle | None: ...
 
+    def get_for_update(self, bundle_id: UUID) -> TokenBundle | None:
+        """Read a bundle and hold its row until the transaction ends: a change derives the
+        prices from several fields at once, so it must start from the current row and no
+        other change may come in between (on PostgreSQL a row lock; SQLite and the memory
+        adapter serialise writers anyway)."""
+        ...
+
     def update(self, bundle: TokenBundle) -> None:
-        """Save every field but `id` and `created_at`."""
+        """Save every field but `id` and `created_at`, of a bundle read with `get_for_update`
+        in the same transaction (anything else could write back a stale field)."""
         ...
 
     def catalogue(self, *, active_only: bool) -> list[TokenBundle]:
@@ -526,8 +557,44 @@ class WebhookRepository(Protocol):
         """The user's active endpoints (the fan-out filters them by event)."""
         ...
 
-    def update_endpoint(self, endpoint: WebhookEndpoint) -> None:
-        """Save every field but `id`, `user_id` and `created_at`."""
+    # The owner's changes and the worker's failure tracking each write only their own
+    # columns, in one statement, so neither can undo the other: a rotation or a disable racing
+    # a delivery's failure both stay.
+
+    def change_endpoint(
+        self,
+        endpoint_id: UUID,
+        *,
+        at: datetime,
+        url: str | None = None,
+        events: tuple[str, ...] | None = None,
+        is_active: bool | None = None,
+    ) -> WebhookEndpoint | None:
+        """Set what is given (None leaves a field alone) and `updated_at`. Turning an inactive
+        endpoint on also clears `failing_since` and `disabled_at`, judged on the row as it is
+        when the statement runs. The endpoint as it is now; None when there is none."""
+        ...
+
+    def rotate_secret(
+        self, endpoint_id: UUID, secret_encrypted: str, *, previous_until: datetime, at: datetime
+    ) -> WebhookEndpoint | None:
+        """Make `secret_encrypted` the secret, and the one stored until now (not one read
+        earlier) the previous secret, valid until `previous_until`."""
+        ...
+
+    def mark_failing(self, endpoint_id: UUID, at: datetime) -> None:
+        """Start the endpoint's run of failures at `at`, unless one has started or it is off."""
+        ...
+
+    def clear_failing(self, endpoint_id: UUID, at: datetime) -> None:
+        """End the endpoint's run of failures (a delivery succeeded)."""
+        ...
+
+    def disable_failing(
+        self, endpoint_id: UUID, *, failing_since_before: datetime, at: datetime
+    ) -> WebhookEndpoint | None:
+        """Switch off an active endpoint whose run of failures began at or before
+        `failing_since_before`; the endpoint when this call disabled it, else None."""
         ...
 
     def delete_endpoint(self, endpoint_id: UUID) -> None:

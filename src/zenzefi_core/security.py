@@ -1,8 +1,9 @@
-"""Password hashing (Argon2id), referral codes and access tokens: secrets the core creates and
-checks."""
+"""Password hashing (Argon2id), referral codes, access tokens and the encryption of secrets the
+server must keep: secrets the core creates and checks."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -12,6 +13,9 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher as _Argon2
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from zenzefi_core.ports import PasswordHasher
 
@@ -104,3 +108,36 @@ def new_access_token() -> AccessTokenSecret:
         hash=hash_access_token(plaintext),
         prefix=plaintext[:ACCESS_TOKEN_PREFIX_LENGTH],
     )
+
+
+#: The HKDF purposes of the keys `SecretCipher` derives: one key per kind of secret, so a
+#: ciphertext of one kind can never be taken for another.
+WEBHOOK_SECRETS = b"zenzefi-webhook-secrets-v1"
+REPLAY_SECRETS = b"zenzefi-idempotent-replay-secrets-v1"
+
+
+class SecretCipher:
+    """Encrypts secrets the server must be able to read again (webhook signing secrets, the
+    access tokens of a response kept for Idempotency-Key replays) at rest: Fernet (AES-128-CBC
+    with HMAC-SHA256), with a key derived from the server's secret key by HKDF for `purpose`,
+    so the database alone does not reveal them."""
+
+    def __init__(self, server_key: str, purpose: bytes = WEBHOOK_SECRETS) -> None:
+        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(
+            server_key.encode("utf-8")
+        )
+        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+
+    def encrypt(self, secret: str) -> str:
+        return self._fernet.encrypt(secret.encode("utf-8")).decode("ascii")
+
+    def decrypt(self, token: str) -> str:
+        return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
+
+    def try_decrypt(self, token: str) -> str | None:
+        """None when the ciphertext was not made with this key (the server's secret key was
+        changed since) or was altered."""
+        try:
+            return self.decrypt(token)
+        except (InvalidToken, UnicodeError):
+            return None

@@ -273,6 +273,9 @@ class SchedulerSettings(BaseSettings):
     token_expiry_scan_seconds: float = Field(default=300.0, gt=0)
     #: How often idle proxy sessions are closed and expired tokens reported.
     session_cleanup_seconds: float = Field(default=600.0, gt=0)
+    #: How often Idempotency-Keys older than their 24-hour lifetime are deleted, with the
+    #: encrypted token secrets kept for their replays.
+    idempotency_purge_seconds: float = Field(default=3600.0, gt=0)
     #: How long the active scheduler's lock lives without renewal: a scheduler that dies is
     #: replaced after at most this long.
     lock_ttl_seconds: float = Field(default=30.0, gt=0)

@@ -21,11 +21,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import SplitResult, urlsplit
 
-from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from zenzefi_core.errors import InvalidInput, InvalidSignature, InvalidWebhookUrl
+from zenzefi_core.security import SecretCipher as SecretCipher  # where callers have found it
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every secret, not a secret
 #: Random bytes in a new secret (the specification allows 24 to 64).
@@ -273,20 +270,3 @@ def check_events(events: Iterable[str]) -> tuple[str, ...]:
     if not wanted:
         raise InvalidInput("A webhook subscribes to at least one event")
     return tuple(event for event in WEBHOOK_EVENTS if event in wanted)
-
-
-class SecretCipher:
-    """Encrypts webhook secrets at rest (Fernet: AES-128-CBC with HMAC-SHA256), with a key
-    derived from the server's secret key by HKDF, so the database alone does not reveal them."""
-
-    def __init__(self, server_key: str) -> None:
-        derived = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"zenzefi-webhook-secrets-v1"
-        ).derive(server_key.encode("utf-8"))
-        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
-
-    def encrypt(self, secret: str) -> str:
-        return self._fernet.encrypt(secret.encode("utf-8")).decode("ascii")
-
-    def decrypt(self, token: str) -> str:
-        return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")

@@ -38,6 +38,7 @@ from zenzefi_core.domain import OutboxEvent
 from zenzefi_core.errors import BrokerUnavailable, MailDeliveryFailed
 from zenzefi_core.notifications import NotificationPolicy, UnsubscribeLinks
 from zenzefi_core.ports import AccessCache, EmailMessage, Mailer, WebhookSender
+from zenzefi_core.services.idempotency import PurgeExpiredKeys
 from zenzefi_core.services.notifications import (
     DueNotifications,
     QueueEventEmail,
@@ -178,6 +179,11 @@ class WorkerApp:
                 Job("outbox-relay", scheduler.outbox_relay_seconds, self.relay_outbox),
                 Job("token-expiry-scan", scheduler.token_expiry_scan_seconds, self.scan_tokens),
                 Job("session-cleanup", scheduler.session_cleanup_seconds, self.clean_up_sessions),
+                Job(
+                    "idempotency-purge",
+                    scheduler.idempotency_purge_seconds,
+                    self.purge_idempotency_keys,
+                ),
             )
         }
         self.job_actors = {
@@ -305,6 +311,12 @@ class WorkerApp:
         if not closed and not expired:
             return "session-cleanup: nothing to clean up"
         return f"session-cleanup: {closed} idle session(s) closed, {expired} token(s) expired"
+
+    def purge_idempotency_keys(self) -> str:
+        """Delete the Idempotency-Keys past their lifetime, and the token secrets kept with
+        them for replays: nothing is kept longer than a retry could need it."""
+        purged = PurgeExpiredKeys(self.core.uow, self.core.clock)()
+        return f"idempotency-purge: {purged} expired Idempotency-Key(s) deleted"
 
     def run_job(self, name: str) -> str:
         job = self.jobs.get(name)

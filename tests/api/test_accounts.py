@@ -190,17 +190,20 @@ def test_an_inactive_user_cannot_log_in_and_is_cut_off_at_once(
     assert client.get(ME, headers=alice.headers).status_code == 200
     client.post(f"/api/v1/admin/users/{alice.id}/deactivate", headers=admin.headers)
 
-    # The token she already holds stops working immediately: 403, not a wait for expiry.
+    # The login she already holds ends immediately (401), not when its token expires.
     for method, path in [("GET", ME), ("GET", "/api/v1/currency/balance"), ("PATCH", ME)]:
         response = client.request(method, path, headers=alice.headers, json={})
-        assert response.status_code == 403
-        assert response.json()["detail"] == "This account is disabled"
+        assert response.status_code == 401
+        assert response.json()["detail"] == "Could not validate credentials"
     login = client.post(LOGIN, json={"email": alice.email, "password": PASSWORD})
     assert login.status_code == 401
     assert login.json()["detail"] == "Incorrect email or password"
 
+    # Reactivated, she logs in again: the login from before the deactivation stays ended.
     client.post(f"/api/v1/admin/users/{alice.id}/activate", headers=admin.headers)
-    assert client.get(ME, headers=alice.headers).status_code == 200
+    assert client.get(ME, headers=alice.headers).status_code == 401
+    again = {"Authorization": f"Bearer {accounts.login(alice.email)}"}
+    assert client.get(ME, headers=again).status_code == 200
 
 
 def _forged(user_id: uuid.UUID, **claims: object) -> str:
@@ -214,10 +217,10 @@ def _forged(user_id: uuid.UUID, **claims: object) -> str:
 
 def test_tokens_from_the_issuer_work_until_they_expire(client: ApiClient, accounts) -> None:
     alice = accounts.register("alice")
-    fresh = TokenIssuer(SECRET_KEY, timedelta(hours=1), SystemClock()).issue(alice.id)
+    fresh = TokenIssuer(SECRET_KEY, timedelta(hours=1), SystemClock()).issue(alice.id, 0)
     assert client.get(ME, headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
     two_hours_ago = FixedClock(datetime.now(UTC) - timedelta(hours=2))
-    stale = TokenIssuer(SECRET_KEY, timedelta(hours=1), two_hours_ago).issue(alice.id)
+    stale = TokenIssuer(SECRET_KEY, timedelta(hours=1), two_hours_ago).issue(alice.id, 0)
     assert client.get(ME, headers={"Authorization": f"Bearer {stale}"}).status_code == 401
 
 

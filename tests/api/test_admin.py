@@ -209,7 +209,7 @@ def test_deactivate_and_activate_are_audited(client: ApiClient, accounts: Accoun
     off = client.post(f"{USERS}/{alice.id}/deactivate", headers=admin.headers)
     assert off.status_code == 200
     assert off.json()["is_active"] is False
-    assert client.get("/api/v1/users/me", headers=alice.headers).status_code == 403
+    assert client.get("/api/v1/users/me", headers=alice.headers).status_code == 401
     on = client.post(f"{USERS}/{alice.id}/activate", headers=admin.headers)
     assert on.json()["is_active"] is True
 

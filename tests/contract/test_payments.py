@@ -201,7 +201,7 @@ def test_manual_settlement_is_audited_idempotent_and_for_operators_only(
     user = _user(uow_factory, clock)
     operator = _user(uow_factory, clock, "operator")
     with uow_factory() as uow:
-        uow.users.update(dataclasses.replace(operator, is_superuser=True))
+        uow.users.set_superuser(operator.id, True)
         uow.commit()
     intent = CreatePaymentIntent(uow_factory, clock, provider)(
         user_id=user.id, amount_znc=Decimal("7.00")
@@ -244,7 +244,7 @@ def test_someone_elses_payment_is_not_found(uow_factory, clock, provider):
 def test_inactive_user_cannot_top_up(uow_factory, clock, provider):
     user = _user(uow_factory, clock)
     with uow_factory() as uow:
-        uow.users.update(dataclasses.replace(user, is_active=False))
+        uow.users.set_active(user.id, False)
         uow.commit()
     with pytest.raises(InvalidInput):
         CreatePaymentIntent(uow_factory, clock, provider)(user_id=user.id, amount_znc=Decimal("1"))

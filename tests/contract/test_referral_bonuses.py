@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -203,7 +202,7 @@ def test_an_inactive_referrer_earns_nothing(shop: Shop) -> None:
     paul = open_account(shop.uow_factory, shop.clock, "paul")
     rita = open_account(shop.uow_factory, shop.clock, "rita", balance="18.00", referrer=paul)
     with shop.uow_factory() as uow:
-        uow.users.update(dataclasses.replace(paul, is_active=False))
+        uow.users.set_active(paul.id, False)
         uow.commit()
     shop.purchase_token(TokenOrder(user_id=rita.id, duration_hours=24))
     assert balance_of(shop.uow_factory, paul.id) == Decimal("0.00")

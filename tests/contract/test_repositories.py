@@ -18,7 +18,7 @@ from zenzefi_core.adapters.memory import InMemoryUnitOfWork
 from zenzefi_core.adapters.sqlalchemy import SqlAlchemyUnitOfWork
 from zenzefi_core.adapters.sqlalchemy.tables import users as users_table
 from zenzefi_core.domain import IdempotencyRecord, LedgerEntry, OutboxEvent, TransactionType, User
-from zenzefi_core.errors import DuplicateUser, IdempotencyConflict
+from zenzefi_core.errors import IdempotencyConflict
 from zenzefi_core.ids import new_id
 from zenzefi_core.ports import LedgerDiscrepancy, UnitOfWork, UnitOfWorkFactory
 
@@ -173,119 +173,87 @@ def test_get_by_referral_code_is_exact(uow_factory: UnitOfWorkFactory, alice: Us
         assert uow.users.get_by_referral_code(alice.referral_code[:-1]) is None
 
 
-def test_update_saves_profile_and_role_but_never_the_balance(
+def test_each_change_writes_its_own_columns_and_never_the_balance(
     uow_factory: UnitOfWorkFactory, alice: User
 ) -> None:
     with uow_factory() as uow:
         assert uow.users.change_balance(alice.id, Decimal("5.00")) == Decimal("5.00")
         uow.commit()
-    changed = dataclasses.replace(
+    with uow_factory() as uow:
+        named = uow.users.set_full_name(alice.id, "Alice A")
+        hashed = uow.users.set_password(alice.id, "another-hash")
+        off = uow.users.set_active(alice.id, False)
+        promoted = uow.users.set_superuser(alice.id, True)
+        uow.commit()
+    expected = dataclasses.replace(
         alice,
-        email="alice.new@example.com",
-        username="Alice_New",
-        password_hash="another-hash",
         full_name="Alice A",
+        password_hash="another-hash",
         is_active=False,
         is_superuser=True,
-        balance=Decimal("999.00"),
+        balance=Decimal("5.00"),
     )
+    assert fetch(uow_factory, alice.id) == expected
+    # Each returns the row as that statement left it.
+    assert named is not None
+    assert named.full_name == "Alice A"
+    assert named.is_active
+    assert hashed is not None
+    assert hashed.password_hash == "another-hash"
+    assert off is not None
+    assert not off.is_active
+    assert not off.is_superuser
+    assert promoted == expected
+
+
+def test_a_change_keeps_what_another_transaction_wrote_meanwhile(
+    uow_factory: UnitOfWorkFactory, alice: User
+) -> None:
+    """What a use case read earlier is never written back: a profile change that read the
+    account before an operator's ban leaves the ban in place."""
+    read_before = fetch(uow_factory, alice.id)
+    assert read_before is not None
+    assert read_before.is_active
     with uow_factory() as uow:
-        uow.users.update(changed)
+        uow.users.set_active(alice.id, False)
+        uow.commit()
+    with uow_factory() as uow:
+        uow.users.set_full_name(read_before.id, "Renamed")
         uow.commit()
     back = fetch(uow_factory, alice.id)
-    assert back == dataclasses.replace(changed, balance=Decimal("5.00"))
+    assert back is not None
+    assert back.full_name == "Renamed"
+    assert not back.is_active
+
+
+def test_end_sessions_counts_up_from_the_stored_version(
+    uow_factory: UnitOfWorkFactory, alice: User
+) -> None:
+    assert alice.session_version == 0
     with uow_factory() as uow:
-        assert uow.users.get_by_email("alice@example.com") is None
-        assert uow.users.get_by_username("alice_new") == back
+        first = uow.users.end_sessions(alice.id)
+        second = uow.users.end_sessions(alice.id)
+        uow.commit()
+    assert first is not None
+    assert first.session_version == 1
+    assert second is not None
+    assert second.session_version == 2
+    back = fetch(uow_factory, alice.id)
+    assert back == dataclasses.replace(alice, session_version=2)
 
 
-def test_update_of_an_unknown_user_changes_nothing(
+def test_a_change_of_an_unknown_user_changes_nothing(
     uow_factory: UnitOfWorkFactory, alice: User
 ) -> None:
     ghost = a_user("ghost")
     with uow_factory() as uow:
-        uow.users.update(ghost)
+        assert uow.users.set_full_name(ghost.id, "Nobody") is None
+        assert uow.users.set_password(ghost.id, "hash") is None
+        assert uow.users.set_active(ghost.id, False) is None
+        assert uow.users.set_superuser(ghost.id, True) is None
+        assert uow.users.end_sessions(ghost.id) is None
         uow.commit()
     assert fetch(uow_factory, ghost.id) is None
-    assert fetch(uow_factory, alice.id) == alice
-
-
-@pytest.mark.parametrize(
-    ("clash", "field"),
-    [
-        ({"email": "alice@example.com"}, "email"),
-        ({"username": "ALICE"}, "username"),
-        ({"username": "Alice"}, "username"),
-        ({"referral_code": "CODEALICE"}, "referral code"),
-    ],
-)
-def test_add_refuses_a_duplicate(
-    uow_factory: UnitOfWorkFactory, alice: User, clash: dict[str, str], field: str
-) -> None:
-    fields = {
-        "username": "other",
-        "email": "other@example.com",
-        "referral_code": "OTHERCODE",
-        **clash,
-    }
-    duplicate = dataclasses.replace(a_user("other"), **fields)  # type: ignore[arg-type]
-    with uow_factory() as uow:
-        with pytest.raises(DuplicateUser) as raised:
-            uow.users.add(duplicate)
-        assert raised.value.field == field
-        # The unit of work is still usable after the refusal.
-        assert uow.users.get(alice.id) == alice
-        uow.users.add(a_user("carol"))
-        uow.commit()
-    assert fetch(uow_factory, duplicate.id) is None
-    with uow_factory() as uow:
-        assert uow.users.get_by_username("carol") is not None
-        assert uow.ledger.count_users() == 2
-
-
-@pytest.mark.parametrize(
-    ("clash", "field"),
-    [
-        # The clashing value names another column; the field reported must still be right.
-        ({"email": "username@example.com"}, "email"),
-        ({"referral_code": "EMAILCODE"}, "referral code"),
-        ({"username": "email"}, "username"),
-    ],
-)
-def test_duplicate_field_is_found_whatever_the_value_says(
-    uow_factory: UnitOfWorkFactory, clash: dict[str, str], field: str
-) -> None:
-    first = dataclasses.replace(a_user("first"), **clash)  # type: ignore[arg-type]
-    stored(uow_factory, first)
-    second = dataclasses.replace(a_user("second"), **clash)  # type: ignore[arg-type]
-    with uow_factory() as uow, pytest.raises(DuplicateUser) as raised:
-        uow.users.add(second)
-    assert raised.value.field == field
-
-
-def test_add_refuses_a_duplicate_id(uow_factory: UnitOfWorkFactory, alice: User) -> None:
-    with uow_factory() as uow, pytest.raises(DuplicateUser):
-        uow.users.add(dataclasses.replace(a_user("other"), id=alice.id))
-    assert fetch(uow_factory, alice.id) == alice
-
-
-@pytest.mark.parametrize(
-    ("clash", "field"),
-    [
-        ({"email": "bob@example.com"}, "email"),
-        ({"username": "BOB"}, "username"),
-        ({"referral_code": "CODEBOB"}, "referral code"),
-    ],
-)
-def test_update_refuses_a_duplicate(
-    uow_factory: UnitOfWorkFactory, alice: User, clash: dict[str, str], field: str
-) -> None:
-    stored(uow_factory, a_user("bob"))
-    with uow_factory() as uow:
-        with pytest.raises(DuplicateUser) as raised:
-            uow.users.update(dataclasses.replace(alice, **clash))  # type: ignore[arg-type]
-        assert raised.value.field == field
-        uow.commit()
     assert fetch(uow_factory, alice.id) == alice
 
 
@@ -564,6 +532,35 @@ def test_idempotency_duplicate_key_conflicts(uow_factory: UnitOfWorkFactory, ali
         again = uow.idempotency.get(bob.id, "key-1")
         assert again is not None
         assert again.user_id == bob.id
+
+
+def test_idempotency_keeps_sealed_secrets_and_purges_by_age(
+    uow_factory: UnitOfWorkFactory, alice: User
+) -> None:
+    sealed = dataclasses.replace(a_record(alice, "old"), secrets_encrypted="gAAAA-sealed")
+    edge = dataclasses.replace(a_record(alice, "edge"), created_at=MOMENT + timedelta(hours=1))
+    young = dataclasses.replace(a_record(alice, "young"), created_at=MOMENT + timedelta(hours=2))
+    with uow_factory() as uow:
+        for record in (sealed, edge, young):
+            uow.idempotency.add(record)
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.idempotency.get(alice.id, "old") == sealed
+        assert uow.idempotency.purge(created_up_to=MOMENT + timedelta(hours=1)) == 2
+        uow.idempotency.remove(alice.id, "no-such-key")
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.idempotency.get(alice.id, "old") is None
+        assert uow.idempotency.get(alice.id, "edge") is None
+        assert uow.idempotency.get(alice.id, "young") == young
+        uow.idempotency.remove(alice.id, "young")
+        # A removed key can be used again.
+        uow.idempotency.add(dataclasses.replace(young, response={"again": True}))
+        uow.commit()
+    with uow_factory() as uow:
+        again = uow.idempotency.get(alice.id, "young")
+    assert again is not None
+    assert again.response == {"again": True}
 
 
 # --- transactions ----------------------------------------------------------------------------

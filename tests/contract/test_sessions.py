@@ -172,7 +172,7 @@ def test_the_proxy_decisions(
     with uow_factory() as uow:
         stored = uow.users.get(admin.id)
         assert stored is not None
-        uow.users.update(__import__("dataclasses").replace(stored, is_superuser=True))
+        uow.users.set_superuser(stored.id, True)
         uow.commit()
     SetUserActive(uow_factory, clock, cache)(AccountChange(admin.id, user.id, enable=False))
     assert access.check_cached(token_hash, "device-one") is None

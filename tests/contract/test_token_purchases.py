@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from datetime import timedelta
@@ -119,7 +118,7 @@ def test_bad_orders_are_refused_before_anything_happens(shop: Shop) -> None:
 def test_a_disabled_account_cannot_buy(shop: Shop) -> None:
     alice = open_account(shop.uow_factory, shop.clock, "alice", balance="100.00")
     with shop.uow_factory() as uow:
-        uow.users.update(dataclasses.replace(alice, is_active=False))
+        uow.users.set_active(alice.id, False)
         uow.commit()
     with pytest.raises(AccountDisabled):
         shop.purchase_token(TokenOrder(user_id=alice.id, duration_hours=24))

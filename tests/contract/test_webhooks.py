@@ -23,6 +23,7 @@ from zenzefi_core.errors import (
     WebhookNotFound,
     WebhookSendFailed,
 )
+from zenzefi_core.ids import new_id
 from zenzefi_core.ports import UnitOfWorkFactory
 from zenzefi_core.services.events import record_event
 from zenzefi_core.services.webhooks import (
@@ -447,3 +448,64 @@ def test_the_log_keeps_only_a_1_kib_excerpt_of_the_answer(
     [record] = ListDeliveries(uow_factory)(alice.id, endpoint.id)
     [attempt] = record.attempts
     assert attempt.response_body == (b"secret-page " * 1000)[:1024].decode()
+
+
+def test_endpoint_changes_write_only_their_columns_judged_on_the_stored_row(
+    uow_factory: UnitOfWorkFactory, clock: FixedClock, alice: User
+) -> None:
+    """The owner's changes and the worker's failure tracking each leave the other's columns
+    alone, and a rotation keeps the secret stored now as the previous one, whatever was read
+    before."""
+    endpoint = (
+        CreateWebhook(uow_factory, clock, CIPHER, Resolver(), policy())(
+            alice.id, "https://hooks.example.com/in", ["token.purchased"]
+        )
+    ).endpoint
+    start = clock.now()
+    with uow_factory() as uow:
+        webhooks = uow.webhooks
+        webhooks.mark_failing(endpoint.id, start)
+        webhooks.mark_failing(endpoint.id, start + timedelta(hours=1))  # already failing
+        first = webhooks.rotate_secret(
+            endpoint.id, "sealed-1", previous_until=start + timedelta(days=1), at=start
+        )
+        second = webhooks.rotate_secret(
+            endpoint.id, "sealed-2", previous_until=start + timedelta(days=2), at=start
+        )
+        moved = webhooks.change_endpoint(endpoint.id, at=start, url="https://hooks.example.com/2")
+        assert (
+            webhooks.disable_failing(
+                endpoint.id, failing_since_before=start - timedelta(seconds=1), at=start
+            )
+            is None
+        ), "failing for less than the window"
+        off = webhooks.disable_failing(endpoint.id, failing_since_before=start, at=start)
+        webhooks.mark_failing(endpoint.id, start)  # off: nothing to track
+        assert webhooks.change_endpoint(new_id(), at=start, is_active=True) is None
+        uow.commit()
+    assert first is not None
+    assert first.previous_secret_encrypted == endpoint.secret_encrypted
+    assert second is not None
+    assert second.secret_encrypted == "sealed-2"
+    assert second.previous_secret_encrypted == "sealed-1"
+    assert second.failing_since == start
+    assert moved is not None
+    assert moved.url == "https://hooks.example.com/2"
+    assert moved.secret_encrypted == "sealed-2"
+    assert moved.events == ("token.purchased",)
+    assert off is not None
+    assert (off.is_active, off.disabled_at, off.failing_since) == (False, start, start)
+    assert off.url == "https://hooks.example.com/2"
+    assert off.secret_encrypted == "sealed-2"
+
+    with uow_factory() as uow:
+        # A change of events alone keeps the endpoint off; turning it on clears the failures.
+        still_off = uow.webhooks.change_endpoint(endpoint.id, at=start, events=("balance.low",))
+        back_on = uow.webhooks.change_endpoint(endpoint.id, at=start, is_active=True)
+        uow.webhooks.clear_failing(endpoint.id, start)
+        uow.commit()
+    assert still_off is not None
+    assert (still_off.is_active, still_off.events) == (False, ("balance.low",))
+    assert back_on is not None
+    assert (back_on.is_active, back_on.failing_since, back_on.disabled_at) == (True, None, None)
+    assert back_on.secret_encrypted == "sealed-2"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import resource
@@ -297,7 +296,7 @@ def test_revoke_and_ban_take_effect_on_the_next_request(proxy: ProxyEnv) -> None
     with proxy.core.uow() as uow:
         stored = uow.users.get(operator.id)
         assert stored is not None
-        uow.users.update(dataclasses.replace(stored, is_superuser=True))
+        uow.users.set_superuser(stored.id, True)
         uow.commit()
     ban = SetUserActive(proxy.core.uow, proxy.clock, proxy.core.access_cache)
     ban(AccountChange(operator.id, owner.id, enable=False))

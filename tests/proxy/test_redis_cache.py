@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import threading
 from collections.abc import Iterator
@@ -72,7 +71,7 @@ def test_a_ban_reaches_the_proxy_through_redis_at_once(
     with redis_proxy.core.uow() as uow:
         stored = uow.users.get(operator.id)
         assert stored is not None
-        uow.users.update(dataclasses.replace(stored, is_superuser=True))
+        uow.users.set_superuser(stored.id, True)
         uow.commit()
     token = redis_proxy.token(owner)
     assert redis_proxy.forward("GET", "a", token).status_code == 200

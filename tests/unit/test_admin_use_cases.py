@@ -65,8 +65,7 @@ def create(store: MemoryStore, clock: FixedClock, username: str, **flags: bool) 
             is_superuser=flags.get("is_superuser", False),
         )
         if not flags.get("is_active", True):
-            user = dataclasses.replace(user, is_active=False)
-            uow.users.update(user)
+            user = uow.users.set_active(user.id, False) or user
         uow.commit()
     return user
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -57,8 +56,8 @@ def _user(
             username=name,
             password="correct horse",
         )
-        user = dataclasses.replace(user, is_active=is_active, is_superuser=is_superuser)
-        uow.users.update(user)
+        uow.users.set_active(user.id, is_active)
+        user = uow.users.set_superuser(user.id, is_superuser) or user
         uow.commit()
     return user
 

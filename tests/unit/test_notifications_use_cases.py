@@ -3,7 +3,6 @@ failures are retried and recorded, preferences and unsubscribing, the relay and 
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
@@ -140,7 +139,7 @@ def test_a_disabled_user_gets_no_email(
 ) -> None:
     event = low_balance_event(store, clock, notifier)
     with store.unit_of_work() as uow:
-        uow.users.update(dataclasses.replace(user_of(store, event), is_active=False))
+        uow.users.set_active(user_of(store, event).id, False)
         uow.commit()
     assert notifier.queue(event.id).skipped == "no active user"
 

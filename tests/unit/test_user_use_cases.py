@@ -3,7 +3,6 @@ login, the per-request identity check, profile changes and the referral summary.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -30,6 +29,7 @@ from zenzefi_core.services.users import (
     Credentials,
     GetReferralSummary,
     IdentifyUser,
+    LoginSession,
     ProfileChange,
     ReferralQuery,
     RegisterUser,
@@ -77,7 +77,7 @@ def stored(store: MemoryStore, user_id) -> User:
 
 def set_active(store: MemoryStore, user: User, active: bool) -> None:
     with store.unit_of_work() as uow:
-        uow.users.update(dataclasses.replace(user, is_active=active))
+        uow.users.set_active(user.id, active)
         uow.commit()
 
 
@@ -187,12 +187,39 @@ def test_a_disabled_account_cannot_log_in(register, authenticate, store) -> None
 def test_identify_reads_the_account_on_every_call(register, store) -> None:
     user = register("alice")
     identify = IdentifyUser(store.unit_of_work)
-    assert identify(user.id) == user
+    session = LoginSession(user.id, session_version=0)
+    assert identify(session) == user
     set_active(store, user, False)
     with pytest.raises(AccountDisabled):
-        identify(user.id)
+        identify(session)
     with pytest.raises(AuthenticationFailed):
-        identify(new_id())
+        identify(LoginSession(new_id(), session_version=0))
+
+
+def test_identify_refuses_a_session_of_another_version(register, store) -> None:
+    user = register("alice")
+    identify = IdentifyUser(store.unit_of_work)
+    with store.unit_of_work() as uow:
+        uow.users.end_sessions(user.id)
+        uow.commit()
+    for version in (0, 2, -1):
+        with pytest.raises(AuthenticationFailed):
+            identify(LoginSession(user.id, session_version=version))
+    assert identify(LoginSession(user.id, session_version=1)).session_version == 1
+
+
+def test_a_password_change_ends_every_session_a_name_change_none(register, update, store) -> None:
+    user = register("alice")
+    identify = IdentifyUser(store.unit_of_work)
+    update(ProfileChange(user.id, full_name="Alice"))
+    assert identify(LoginSession(user.id, 0)).full_name == "Alice"
+    changed = update(
+        ProfileChange(user.id, new_password="a brand new one", current_password=PASSWORD)
+    )
+    assert changed.session_version == 1
+    with pytest.raises(AuthenticationFailed):
+        identify(LoginSession(user.id, 0))
+    assert identify(LoginSession(user.id, 1)) == stored(store, user.id)
 
 
 # Profile

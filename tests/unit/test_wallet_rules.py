@@ -606,7 +606,7 @@ def test_create_superuser_promotes_and_reactivates_without_touching_the_password
     hasher = fast_password_hasher()
     existing = make_user(store.unit_of_work, "dave", balance=Decimal("12.00"))
     with store.unit_of_work() as uow:
-        uow.users.update(dataclasses.replace(existing, is_active=False))
+        uow.users.set_active(existing.id, False)
         uow.commit()
 
     result = CreateSuperuser(store.unit_of_work, clock, hasher)(

@@ -244,7 +244,15 @@ def test_the_relay_sends_an_email_whose_message_was_lost(
 
 def test_every_job_has_a_name_and_runs(running: Running) -> None:
     assert running.app.run_job("session-cleanup") == "session-cleanup: nothing to clean up"
-    assert set(running.app.jobs) == {"outbox-relay", "token-expiry-scan", "session-cleanup"}
+    assert running.app.run_job("idempotency-purge") == (
+        "idempotency-purge: 0 expired Idempotency-Key(s) deleted"
+    )
+    assert set(running.app.jobs) == {
+        "outbox-relay",
+        "token-expiry-scan",
+        "session-cleanup",
+        "idempotency-purge",
+    }
     with pytest.raises(KeyError):
         running.app.run_job("no-such-job")
 

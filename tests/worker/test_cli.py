@@ -130,6 +130,9 @@ def test_jobs_run_on_the_embedded_default_writes_to_the_mailbox(tmp_path: Path) 
     # email, and the expiry event went out with the scan that wrote it.
     assert relay.stdout.startswith("outbox-relay: 1 event(s) handed to the broker")
     assert zenzefi(env, "jobs", "run", "session-cleanup").returncode == 0
+    purge = zenzefi(env, "jobs", "run", "idempotency-purge")
+    assert purge.returncode == 0, purge.stderr
+    assert purge.stdout.startswith("idempotency-purge: 0 expired Idempotency-Key(s) deleted")
     assert len(mailbox(data)) == 1
     assert zenzefi(env, "jobs", "run", "nonsense").returncode == 2
 

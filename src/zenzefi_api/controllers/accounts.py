@@ -178,7 +178,7 @@ class AuthController(Controller):
     def login(self, core: CoreDep, tokens: Tokens, data: JSONBody[LoginIn]) -> TokenOut:
         user = Authenticate(core.uow, core.hasher)(Credentials(data.email, data.password))
         return TokenOut(
-            access_token=tokens.issue(user.id),
+            access_token=tokens.issue(user.id, user.session_version),
             token_type="bearer",  # noqa: S106 - the OAuth 2 token type, not a secret
             expires_in=tokens.lifetime_seconds,
         )
@@ -202,7 +202,9 @@ class UsersController(Controller):
     @patch(
         operation_id="updateMe",
         summary="Change the caller's name or password",
-        description="A new `password` needs `current_password` (422 when missing, 400 when wrong).",
+        description="A new `password` needs `current_password` (422 when missing, 400 when wrong) "
+        "and ends every login made before it, this one included: log in again with the new "
+        "password. A name change ends nothing.",
         responses=error_responses(400, 401, 403, 413, 422, 503),
         sync_to_thread=True,
     )

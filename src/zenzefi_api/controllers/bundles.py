@@ -23,7 +23,7 @@ from zenzefi_api.auth import (
     superuser_required,
     token_required,
 )
-from zenzefi_api.context import CoreDep, CurrentUser, CurrentUserId
+from zenzefi_api.context import CoreDep, CurrentLogin, CurrentUser
 from zenzefi_api.controllers.tokens import IssuedTokenOut, Scope
 from zenzefi_api.schemas import (
     REPLAYED_HEADER,
@@ -217,9 +217,9 @@ class BundlesController(Controller):
         "(the first carries any leftover cents), which is what revoking it refunds. The "
         "tokens' secrets are shown in this response only. 402 when the balance is short "
         "(nothing is charged), 404 for a withdrawn or unknown bundle.\n\n"
-        "With an `Idempotency-Key`, a retry returns the first purchase again and charges "
-        "nothing: same status and shape, each `token` null and the header "
-        f"`{REPLAYED_HEADER}: true`. The same key for another bundle is 409.",
+        "With an `Idempotency-Key`, a retry within 24 hours returns the first purchase again, "
+        "whole, and charges nothing: same status and body, every token's secret included, and "
+        f"the header `{REPLAYED_HEADER}: true`. The same key for another bundle is 409.",
         guards=[token_required],
         security=BEARER,
         status_code=200,
@@ -230,15 +230,18 @@ class BundlesController(Controller):
     def purchase(
         self,
         core: CoreDep,
-        current_user_id: CurrentUserId,
+        current_login: CurrentLogin,
         bundle_id: FromPath[UUID],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[BundlePurchaseOut]:
         order = BundleOrder(
-            user_id=current_user_id, bundle_id=bundle_id, idempotency_key=idempotency_key
+            user_id=current_login.user_id,
+            bundle_id=bundle_id,
+            idempotency_key=idempotency_key,
+            session_version=current_login.session_version,
         )
         with account_checked_by_use_case():
-            bought = PurchaseBundle(core.uow, core.clock, core.policy)(order)
+            bought = PurchaseBundle(core.uow, core.clock, core.policy, core.replay_secrets)(order)
         now = core.clock.now()
         body = BundlePurchaseOut(
             bundle_name=bought.purchase.bundle_name,

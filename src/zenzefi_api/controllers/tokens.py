@@ -11,7 +11,7 @@ from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from zenzefi_api.auth import BEARER, account_checked_by_use_case, login_required, token_required
-from zenzefi_api.context import CoreDep, CurrentUser, CurrentUserId
+from zenzefi_api.context import CoreDep, CurrentLogin, CurrentUser
 from zenzefi_api.schemas import (
     REPLAYED_HEADER,
     REPLAYED_RESPONSE_HEADERS,
@@ -64,7 +64,7 @@ class IssuedTokenOut(msgspec.Struct, kw_only=True):
         str | None,
         msgspec.Meta(
             description="The secret to send as `X-Access-Token`. Shown in this response only; "
-            "null when the response replays an earlier request's (Idempotency-Key)"
+            "also in a replay of the purchase (Idempotency-Key) while its key lives (24 h)"
         ),
     ]
     duration_hours: int
@@ -179,8 +179,8 @@ class TokensController(Controller):
         "which is shown in this response only (the server keeps a hash). A duration not on "
         "sale or an unknown scope is 400; a balance short of the price is 402 `Insufficient "
         "balance. Required: X ZNC, Available: Y ZNC`, and nothing is charged.\n\n"
-        "With an `Idempotency-Key`, a retry returns the first purchase again and charges "
-        f"nothing: same status and shape, `token` null (its secret cannot be shown twice) and "
+        "With an `Idempotency-Key`, a retry within 24 hours returns the first purchase again, "
+        "whole, and charges nothing: same status and body, the token's secret included, and "
         f"the header `{REPLAYED_HEADER}: true`. The same key with another body is 409.",
         status_code=201,
         guards=[token_required],
@@ -191,18 +191,19 @@ class TokensController(Controller):
     def purchase(
         self,
         core: CoreDep,
-        current_user_id: CurrentUserId,
+        current_login: CurrentLogin,
         data: JSONBody[TokenPurchaseIn],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[IssuedTokenOut]:
         order = TokenOrder(
-            user_id=current_user_id,
+            user_id=current_login.user_id,
             duration_hours=data.duration_hours,
             scope=data.scope,
             idempotency_key=idempotency_key,
+            session_version=current_login.session_version,
         )
         with account_checked_by_use_case():
-            bought = PurchaseToken(core.uow, core.clock, core.policy)(order)
+            bought = PurchaseToken(core.uow, core.clock, core.policy, core.replay_secrets)(order)
         issued = IssuedToken(token=bought.token, plaintext=bought.plaintext)
         return Response(
             IssuedTokenOut.of(issued, core.clock.now()),

@@ -166,14 +166,31 @@ class _UserRepository:
                 return user
         return None
 
-    def update(self, user: User) -> None:
-        current = self._t.users.get(user.id)
+    def _set(self, user_id: UUID, **changes: object) -> User | None:
+        current = self._t.users.get(user_id)
         if current is None:
-            return
-        clash = self._clash(user)
-        if clash:
-            raise DuplicateUser(clash)
-        self._t.users[user.id] = dataclasses.replace(user, balance=current.balance)
+            return None
+        updated = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
+        self._t.users[user_id] = updated
+        return updated
+
+    def set_full_name(self, user_id: UUID, full_name: str | None) -> User | None:
+        return self._set(user_id, full_name=full_name)
+
+    def set_password(self, user_id: UUID, password_hash: str) -> User | None:
+        return self._set(user_id, password_hash=password_hash)
+
+    def set_active(self, user_id: UUID, active: bool) -> User | None:
+        return self._set(user_id, is_active=active)
+
+    def set_superuser(self, user_id: UUID, superuser: bool) -> User | None:
+        return self._set(user_id, is_superuser=superuser)
+
+    def end_sessions(self, user_id: UUID) -> User | None:
+        current = self._t.users.get(user_id)
+        if current is None:
+            return None
+        return self._set(user_id, session_version=current.session_version + 1)
 
     def change_balance(self, user_id: UUID, delta: Decimal) -> Decimal | None:
         user = self._t.users.get(user_id)
@@ -329,6 +346,19 @@ class _IdempotencyRepository:
             raise IdempotencyConflict()
         self._t.idempotency[slot] = record
 
+    def remove(self, user_id: UUID, key: str) -> None:
+        self._t.idempotency.pop((user_id, key), None)
+
+    def purge(self, *, created_up_to: datetime) -> int:
+        expired = [
+            slot
+            for slot, record in self._t.idempotency.items()
+            if record.created_at <= created_up_to
+        ]
+        for slot in expired:
+            del self._t.idempotency[slot]
+        return len(expired)
+
 
 class _PaymentRepository:
     def __init__(self, tables: _Tables) -> None:
@@ -460,6 +490,10 @@ class _BundleRepository:
         self._t.bundles[bundle.id] = bundle
 
     def get(self, bundle_id: UUID) -> TokenBundle | None:
+        return self._t.bundles.get(bundle_id)
+
+    def get_for_update(self, bundle_id: UUID) -> TokenBundle | None:
+        # The store lock already keeps every other unit of work out.
         return self._t.bundles.get(bundle_id)
 
     def update(self, bundle: TokenBundle) -> None:
@@ -770,12 +804,73 @@ class _WebhookRepository:
         ]
         return sorted(found, key=lambda e: (e.created_at, e.id))
 
-    def update_endpoint(self, endpoint: WebhookEndpoint) -> None:
-        current = self._t.webhook_endpoints.get(endpoint.id)
-        if current is not None:
-            self._t.webhook_endpoints[endpoint.id] = dataclasses.replace(
-                endpoint, user_id=current.user_id, created_at=current.created_at
-            )
+    def _set(self, endpoint_id: UUID, **changes: object) -> WebhookEndpoint | None:
+        current = self._t.webhook_endpoints.get(endpoint_id)
+        if current is None:
+            return None
+        updated = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
+        self._t.webhook_endpoints[endpoint_id] = updated
+        return updated
+
+    def change_endpoint(
+        self,
+        endpoint_id: UUID,
+        *,
+        at: datetime,
+        url: str | None = None,
+        events: tuple[str, ...] | None = None,
+        is_active: bool | None = None,
+    ) -> WebhookEndpoint | None:
+        current = self._t.webhook_endpoints.get(endpoint_id)
+        if current is None:
+            return None
+        changes: dict[str, object] = {"updated_at": at}
+        if url is not None:
+            changes["url"] = url
+        if events is not None:
+            changes["events"] = tuple(events)
+        if is_active is not None:
+            changes["is_active"] = is_active
+        if is_active is True and not current.is_active:
+            changes.update(failing_since=None, disabled_at=None)
+        return self._set(endpoint_id, **changes)
+
+    def rotate_secret(
+        self, endpoint_id: UUID, secret_encrypted: str, *, previous_until: datetime, at: datetime
+    ) -> WebhookEndpoint | None:
+        current = self._t.webhook_endpoints.get(endpoint_id)
+        if current is None:
+            return None
+        return self._set(
+            endpoint_id,
+            secret_encrypted=secret_encrypted,
+            previous_secret_encrypted=current.secret_encrypted,
+            previous_secret_until=previous_until,
+            updated_at=at,
+        )
+
+    def mark_failing(self, endpoint_id: UUID, at: datetime) -> None:
+        current = self._t.webhook_endpoints.get(endpoint_id)
+        if current is not None and current.is_active and current.failing_since is None:
+            self._set(endpoint_id, failing_since=at, updated_at=at)
+
+    def clear_failing(self, endpoint_id: UUID, at: datetime) -> None:
+        current = self._t.webhook_endpoints.get(endpoint_id)
+        if current is not None and current.failing_since is not None:
+            self._set(endpoint_id, failing_since=None, updated_at=at)
+
+    def disable_failing(
+        self, endpoint_id: UUID, *, failing_since_before: datetime, at: datetime
+    ) -> WebhookEndpoint | None:
+        current = self._t.webhook_endpoints.get(endpoint_id)
+        if (
+            current is None
+            or not current.is_active
+            or current.failing_since is None
+            or current.failing_since > failing_since_before
+        ):
+            return None
+        return self._set(endpoint_id, is_active=False, disabled_at=at, updated_at=at)
 
     def delete_endpoint(self, endpoint_id: UUID) -> None:
         self._t.webhook_endpoints.pop(endpoint_id, None)

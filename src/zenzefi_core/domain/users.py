@@ -8,7 +8,11 @@ from uuid import UUID
 
 @dataclass(frozen=True, slots=True)
 class User:
-    """An account. `balance` is a cache of the ledger: only wallet operations change it."""
+    """An account. `balance` is a cache of the ledger: only wallet operations change it.
+
+    `session_version` is raised whenever the account's logins must end (a password change, a
+    deactivation); a login token is valid only while the version it was issued at is current.
+    """
 
     id: UUID
     email: str
@@ -21,3 +25,4 @@ class User:
     is_active: bool = True
     is_superuser: bool = False
     balance: Decimal = Decimal("0.00")
+    session_version: int = 0

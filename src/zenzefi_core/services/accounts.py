@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from uuid import UUID
@@ -137,8 +136,11 @@ class CreateSuperuser:
         with self._uow_factory() as uow:
             existing = uow.users.get_by_email(normalize_email(email))
             if existing is not None:
-                promoted = dataclasses.replace(existing, is_superuser=True, is_active=True)
-                uow.users.update(promoted)
+                promoted = uow.users.set_superuser(existing.id, True) or existing
+                if not existing.is_active:
+                    uow.users.set_active(existing.id, True)
+                    # As `SetUserActive` does: nothing from before the deactivation comes back.
+                    promoted = uow.users.end_sessions(existing.id) or promoted
                 uow.commit()
                 return SuperuserResult(user=promoted, created=False)
             user = add_user(

@@ -7,7 +7,6 @@ entry in that same transaction, so no operator action happens without its record
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -222,7 +221,9 @@ class _ChangeAccountFlag:
     def _flag(self, user: User) -> bool:
         raise NotImplementedError
 
-    def _with_flag(self, user: User, value: bool) -> User:
+    def _write(self, uow: UnitOfWork, user_id: UUID, value: bool) -> User | None:
+        """Store the flag: its own column only, so a concurrent change to anything else of
+        the account (a profile change, the other flag) is kept."""
         raise NotImplementedError
 
     def __call__(self, change: AccountChange) -> User:
@@ -232,9 +233,9 @@ class _ChangeAccountFlag:
                 raise ActionRefused(self.refusal)
             target = _target(uow, change.user_id)
             before = self._flag(target)
-            updated = self._with_flag(target, change.enable)
+            updated = target
             if before != change.enable:
-                uow.users.update(updated)
+                updated = self._write(uow, target.id, change.enable) or target
             record_audit(
                 uow,
                 self._clock,
@@ -282,8 +283,12 @@ class SetUserActive(_ChangeAccountFlag):
     def _flag(self, user: User) -> bool:
         return user.is_active
 
-    def _with_flag(self, user: User, value: bool) -> User:
-        return dataclasses.replace(user, is_active=value)
+    def _write(self, uow: UnitOfWork, user_id: UUID, value: bool) -> User | None:
+        uow.users.set_active(user_id, value)
+        # Deactivating ends every login at once; reactivating ends none that could still be
+        # running, but raising the version then too means a session from before a
+        # deactivation can never come back, however the account was switched off.
+        return uow.users.end_sessions(user_id)
 
 
 class SetSuperuser(_ChangeAccountFlag):
@@ -298,8 +303,8 @@ class SetSuperuser(_ChangeAccountFlag):
     def _flag(self, user: User) -> bool:
         return user.is_superuser
 
-    def _with_flag(self, user: User, value: bool) -> User:
-        return dataclasses.replace(user, is_superuser=value)
+    def _write(self, uow: UnitOfWork, user_id: UUID, value: bool) -> User | None:
+        return uow.users.set_superuser(user_id, value)
 
 
 @dataclass(frozen=True, slots=True)

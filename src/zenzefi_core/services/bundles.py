@@ -9,13 +9,14 @@ its exact share of the price, so refunding one returns that share.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
 
-from zenzefi_core.domain import TransactionType
+from zenzefi_core.domain import TransactionType, User
 from zenzefi_core.domain.bundles import BundlePurchase, TokenBundle
 from zenzefi_core.domain.tokens import BUNDLE_PURCHASE_REFERENCE, TokenScope
 from zenzefi_core.errors import BundleNotFound, InvalidInput
@@ -33,7 +34,7 @@ from zenzefi_core.pricing import (
 from zenzefi_core.services.accounts import one_line_text
 from zenzefi_core.services.admin import require_superuser
 from zenzefi_core.services.events import record_event
-from zenzefi_core.services.idempotency import IdempotencyKey, run_once
+from zenzefi_core.services.idempotency import IdempotencyKey, Kept, ReplaySecrets, run_once
 from zenzefi_core.services.referrals import award_referral_bonus
 from zenzefi_core.services.tokens import (
     IssuedToken,
@@ -110,6 +111,8 @@ class BundleOrder:
     bundle_id: UUID
     #: The client's Idempotency-Key: a repeat returns the first result and charges nothing.
     idempotency_key: str | None = None
+    #: The `session_version` of the caller's login token, when the order came through one.
+    session_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +122,7 @@ class PurchasedBundle:
     tokens: tuple[IssuedToken, ...]
     new_balance: Decimal
     #: True when this is the stored result of an earlier request with the same key; the tokens'
-    #: plaintexts are then None, because only their hashes were ever stored.
+    #: plaintexts are then the ones kept with the key (None when none were kept).
     replayed: bool = False
 
     @property
@@ -155,19 +158,29 @@ def _purchase_from_json(data: dict[str, Any]) -> BundlePurchase:
     )
 
 
-def _save_bundle_purchase(result: PurchasedBundle) -> dict[str, Any]:
-    return {
-        "purchase": _purchase_to_json(result.purchase),
-        "tokens": [token_to_json(issued.token) for issued in result.tokens],
-        "new_balance": format_amount(result.new_balance),
-    }
+def _save_bundle_purchase(result: PurchasedBundle) -> Kept:
+    plaintexts = tuple(issued.plaintext for issued in result.tokens)
+    return Kept(
+        response={
+            "purchase": _purchase_to_json(result.purchase),
+            "tokens": [token_to_json(issued.token) for issued in result.tokens],
+            "new_balance": format_amount(result.new_balance),
+        },
+        # All of them or none: the secrets are matched to the tokens by position.
+        secrets=() if None in plaintexts else tuple(p for p in plaintexts if p is not None),
+    )
 
 
-def _load_bundle_purchase(data: dict[str, Any]) -> PurchasedBundle:
+def _load_bundle_purchase(data: dict[str, Any], secrets: tuple[str, ...] | None) -> PurchasedBundle:
+    tokens = [token_from_json(token) for token in data["tokens"]]
+    plaintexts: list[str | None] = [None] * len(tokens)
+    if secrets is not None and len(secrets) == len(tokens):
+        plaintexts = list(secrets)
     return PurchasedBundle(
         purchase=_purchase_from_json(data["purchase"]),
         tokens=tuple(
-            IssuedToken(token=token_from_json(token), plaintext=None) for token in data["tokens"]
+            IssuedToken(token=token, plaintext=plaintext)
+            for token, plaintext in zip(tokens, plaintexts, strict=True)
         ),
         new_balance=Decimal(data["new_balance"]),
         replayed=True,
@@ -180,10 +193,19 @@ class PurchaseBundle:
 
     operation = "bundle.purchase"
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock, policy: ShopPolicy) -> None:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        policy: ShopPolicy,
+        vault: ReplaySecrets | None = None,
+    ) -> None:
+        """`vault` keeps the tokens' secrets, encrypted, with an Idempotency-Key's record, so
+        a retry shows them again; without one a replay's plaintexts are None."""
         self._uow_factory = uow_factory
         self._clock = clock
         self._policy = policy
+        self._vault = vault
 
     def __call__(self, order: BundleOrder) -> PurchasedBundle:
         key = IdempotencyKey.for_request(
@@ -193,8 +215,11 @@ class PurchaseBundle:
             {"bundle_id": str(order.bundle_id)},
         )
 
+        def buyer(uow: UnitOfWork) -> User:
+            return active_user(uow, order.user_id, order.session_version)
+
         def work(uow: UnitOfWork) -> PurchasedBundle:
-            return self._purchase(uow, order.user_id, order.bundle_id)
+            return self._purchase(uow, order.bundle_id, buyer)
 
         return run_once(
             self._uow_factory,
@@ -203,13 +228,17 @@ class PurchaseBundle:
             work,
             save=_save_bundle_purchase,
             load=_load_bundle_purchase,
+            authorize=buyer,
+            vault=self._vault,
         )
 
-    def _purchase(self, uow: UnitOfWork, user_id: UUID, bundle_id: UUID) -> PurchasedBundle:
+    def _purchase(
+        self, uow: UnitOfWork, bundle_id: UUID, account: Callable[[UnitOfWork], User]
+    ) -> PurchasedBundle:
         bundle = uow.bundles.get(bundle_id)
         if bundle is None or not bundle.is_active:
             raise BundleNotFound()
-        buyer = active_user(uow, user_id)
+        buyer = account(uow)
         now = self._clock.now()
         purchase = BundlePurchase(
             id=new_id(),
@@ -366,7 +395,9 @@ class BundleChange:
 
 class UpdateBundle:
     """Change a bundle. Its prices are derived again from the current price table, so what a
-    bundle costs always follows from its size, duration and discount."""
+    bundle costs always follows from its size, duration and discount. The row is read locked:
+    two operators changing one bundle at once (one its discount, the other its size, or
+    withdrawing it) take turns, and neither undoes the other."""
 
     def __init__(self, uow_factory: UnitOfWorkFactory, prices: PriceTable) -> None:
         self._uow_factory = uow_factory
@@ -375,7 +406,7 @@ class UpdateBundle:
     def __call__(self, change: BundleChange) -> TokenBundle:
         with self._uow_factory() as uow:
             require_superuser(uow.users.get(change.actor_id))
-            current = uow.bundles.get(change.bundle_id)
+            current = uow.bundles.get_for_update(change.bundle_id)
             if current is None:
                 raise BundleNotFound()
             updated = dataclasses.replace(
@@ -417,7 +448,7 @@ class DeactivateBundle:
     def __call__(self, ref: BundleRef) -> TokenBundle:
         with self._uow_factory() as uow:
             require_superuser(uow.users.get(ref.actor_id))
-            current = uow.bundles.get(ref.bundle_id)
+            current = uow.bundles.get_for_update(ref.bundle_id)
             if current is None:
                 raise BundleNotFound()
             updated = dataclasses.replace(current, is_active=False)

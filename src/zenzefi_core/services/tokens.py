@@ -26,23 +26,28 @@ from zenzefi_core.pricing import parse_scope, refund_for
 from zenzefi_core.referrals import Clawback
 from zenzefi_core.security import new_access_token
 from zenzefi_core.services.events import record_event
-from zenzefi_core.services.idempotency import IdempotencyKey, run_once
+from zenzefi_core.services.idempotency import IdempotencyKey, Kept, ReplaySecrets, run_once
 from zenzefi_core.services.referrals import award_referral_bonus, claw_back_referral_bonus
+from zenzefi_core.services.users import LoginSession, session_user
 from zenzefi_core.services.wallet import post_entry
 
 
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
     token: AccessToken
-    #: The secret itself, in the purchase's result only. None when an Idempotency-Key replay
-    #: returns the first result: only the token's hash was ever stored.
+    #: The secret itself, in the purchase's result, and in an Idempotency-Key replay of it
+    #: while the key lives. None in a replay that has no secrets kept (see `run_once`).
     plaintext: str | None
 
 
-def active_user(uow: UnitOfWork, user_id: UUID) -> User:
+def active_user(uow: UnitOfWork, user_id: UUID, session_version: int | None = None) -> User:
+    """The account acting, read in the caller's transaction. With `session_version` (the
+    caller came through a login token) the login must also still be valid (`session_user`)."""
     user = uow.users.get(user_id)
     if user is None:
         raise UserNotFound(user_id)
+    if session_version is not None:
+        return session_user(user, LoginSession(user_id, session_version))
     if not user.is_active:
         raise AccountDisabled()
     return user
@@ -126,12 +131,14 @@ class TokenOrder:
     scope: str = TokenScope.FULL.value
     #: The client's Idempotency-Key: a repeat returns the first result and charges nothing.
     idempotency_key: str | None = None
+    #: The `session_version` of the caller's login token, when the order came through one.
+    session_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PurchasedToken:
     token: AccessToken
-    #: Shown once; None on an Idempotency-Key replay (see `IssuedToken`).
+    #: Shown in the purchase's result and its Idempotency-Key replays (see `IssuedToken`).
     plaintext: str | None
     new_balance: Decimal
     #: True when this is the stored result of an earlier request with the same key.
@@ -142,14 +149,20 @@ class PurchasedToken:
         return self.token.price_paid
 
 
-def _save_token_purchase(result: PurchasedToken) -> dict[str, Any]:
-    return {"token": token_to_json(result.token), "new_balance": format_amount(result.new_balance)}
+def _save_token_purchase(result: PurchasedToken) -> Kept:
+    return Kept(
+        response={
+            "token": token_to_json(result.token),
+            "new_balance": format_amount(result.new_balance),
+        },
+        secrets=() if result.plaintext is None else (result.plaintext,),
+    )
 
 
-def _load_token_purchase(data: dict[str, Any]) -> PurchasedToken:
+def _load_token_purchase(data: dict[str, Any], secrets: tuple[str, ...] | None) -> PurchasedToken:
     return PurchasedToken(
         token=token_from_json(data["token"]),
-        plaintext=None,
+        plaintext=secrets[0] if secrets else None,
         new_balance=Decimal(data["new_balance"]),
         replayed=True,
     )
@@ -160,10 +173,19 @@ class PurchaseToken:
 
     operation = "token.purchase"
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock, policy: ShopPolicy) -> None:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        policy: ShopPolicy,
+        vault: ReplaySecrets | None = None,
+    ) -> None:
+        """`vault` keeps the token's secret, encrypted, with an Idempotency-Key's record, so
+        a retry shows it again; without one a replay's `plaintext` is None."""
         self._uow_factory = uow_factory
         self._clock = clock
         self._policy = policy
+        self._vault = vault
 
     def __call__(self, order: TokenOrder) -> PurchasedToken:
         scope = parse_scope(order.scope)
@@ -175,8 +197,11 @@ class PurchaseToken:
             {"duration_hours": order.duration_hours, "scope": scope.value},
         )
 
+        def buyer(uow: UnitOfWork) -> User:
+            return active_user(uow, order.user_id, order.session_version)
+
         def work(uow: UnitOfWork) -> PurchasedToken:
-            return self._purchase(uow, order.user_id, order.duration_hours, scope, price)
+            return self._purchase(uow, buyer(uow), order.duration_hours, scope, price)
 
         return run_once(
             self._uow_factory,
@@ -185,12 +210,13 @@ class PurchaseToken:
             work,
             save=_save_token_purchase,
             load=_load_token_purchase,
+            authorize=buyer,
+            vault=self._vault,
         )
 
     def _purchase(
-        self, uow: UnitOfWork, user_id: UUID, duration_hours: int, scope: TokenScope, price: Decimal
+        self, uow: UnitOfWork, buyer: User, duration_hours: int, scope: TokenScope, price: Decimal
     ) -> PurchasedToken:
-        buyer = active_user(uow, user_id)
         issued = issue_token(
             user_id=buyer.id,
             duration_hours=duration_hours,

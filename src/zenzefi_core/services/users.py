@@ -7,7 +7,6 @@ credentials are right and whether the account behind a session may still act.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import secrets
 import weakref
@@ -134,24 +133,43 @@ class Authenticate:
         return user
 
 
+@dataclass(frozen=True, slots=True)
+class LoginSession:
+    """What a verified login token says: whose it is, and the account's `session_version`
+    when it was issued."""
+
+    user_id: UUID
+    session_version: int
+
+
+def session_user(user: User | None, session: LoginSession) -> User:
+    """The rule for acting through a login session: the account exists, the session was issued
+    at its current `session_version` (no password change or deactivation since) and it is
+    active. An ended session is 401 like a forged one; an inactive account is 403."""
+    if user is None or user.id != session.user_id:
+        raise AuthenticationFailed("Could not validate credentials")
+    if user.session_version != session.session_version:
+        raise AuthenticationFailed("Could not validate credentials")
+    if not user.is_active:
+        raise AccountDisabled()
+    return user
+
+
 class IdentifyUser:
     """The account behind a verified login session, checked on every request.
 
-    Because the account is read each time, deactivating it stops its sessions at once, without
-    waiting for their tokens to expire.
+    Because the account is read each time (one query, which also compares the session version),
+    a password change or deactivation ends its sessions at once, without waiting for their
+    tokens to expire.
     """
 
     def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
         self._uow_factory = uow_factory
 
-    def __call__(self, user_id: UUID) -> User:
+    def __call__(self, session: LoginSession) -> User:
         with self._uow_factory() as uow:
-            user = uow.users.get(user_id)
-        if user is None:
-            raise AuthenticationFailed("Could not validate credentials")
-        if not user.is_active:
-            raise AccountDisabled()
-        return user
+            user = uow.users.get(session.user_id)
+        return session_user(user, session)
 
 
 class _Keep(Enum):
@@ -173,6 +191,10 @@ class ProfileChange:
 
 
 class UpdateProfile:
+    """Change the caller's name or password. Only the columns that change are written, so a
+    change racing an operator's ban cannot undo it; a new password also ends every login made
+    before it (the caller's own included: they log in again with the new password)."""
+
     def __init__(self, uow_factory: UnitOfWorkFactory, hasher: PasswordHasher) -> None:
         self._uow_factory = uow_factory
         self._hasher = hasher
@@ -194,17 +216,18 @@ class UpdateProfile:
                 raise UserNotFound(change.user_id)
             if not user.is_active:
                 raise AccountDisabled()
-            updated = user
-            if full_name is not KEEP:
-                updated = dataclasses.replace(updated, full_name=full_name)
+            updated: User | None = user
             if new_hash is not None:
                 current = change.current_password or ""
                 if not self._hasher.verify(user.password_hash, current):
                     raise ActionRefused("Current password is incorrect")
-                updated = dataclasses.replace(updated, password_hash=new_hash)
-            if updated != user:
-                uow.users.update(updated)
-                uow.commit()
+                uow.users.set_password(user.id, new_hash)
+                updated = uow.users.end_sessions(user.id)
+            if full_name is not KEEP and full_name != user.full_name:
+                updated = uow.users.set_full_name(user.id, full_name)
+            if updated is None:
+                raise UserNotFound(change.user_id)
+            uow.commit()
         return updated
 
 

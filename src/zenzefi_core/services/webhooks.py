@@ -11,7 +11,6 @@ window is disabled, and its owner is told.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -197,19 +196,15 @@ class UpdateWebhook:
             check_webhook_url(url, self._resolver, allow_private=self._policy.allow_private)
         with self._uow_factory() as uow:
             endpoint = _owned(uow, user_id, endpoint_id)
-            changed = dataclasses.replace(
-                endpoint,
-                url=endpoint.url if url is None else url,
-                events=endpoint.events if subscribed is None else subscribed,
-                updated_at=self._clock.now(),
+            changed = uow.webhooks.change_endpoint(
+                endpoint.id,
+                at=self._clock.now(),
+                url=url,
+                events=subscribed,
+                is_active=is_active,
             )
-            if is_active is True and not endpoint.is_active:
-                changed = dataclasses.replace(
-                    changed, is_active=True, failing_since=None, disabled_at=None
-                )
-            elif is_active is False:
-                changed = dataclasses.replace(changed, is_active=False)
-            uow.webhooks.update_endpoint(changed)
+            if changed is None:
+                raise WebhookNotFound()
             uow.commit()
         return changed
 
@@ -245,14 +240,14 @@ class RotateWebhookSecret:
         now = self._clock.now()
         with self._uow_factory() as uow:
             endpoint = _owned(uow, user_id, endpoint_id)
-            rotated = dataclasses.replace(
-                endpoint,
-                secret_encrypted=self._cipher.encrypt(secret),
-                previous_secret_encrypted=endpoint.secret_encrypted,
-                previous_secret_until=now + self._policy.rotation_overlap,
-                updated_at=now,
+            rotated = uow.webhooks.rotate_secret(
+                endpoint.id,
+                self._cipher.encrypt(secret),
+                previous_until=now + self._policy.rotation_overlap,
+                at=now,
             )
-            uow.webhooks.update_endpoint(rotated)
+            if rotated is None:
+                raise WebhookNotFound()
             uow.commit()
         return CreatedWebhook(rotated, secret)
 
@@ -564,26 +559,18 @@ class DeliverWebhook:
     def _track_endpoint(
         self, uow: UnitOfWork, endpoint_id: UUID, *, ok: bool, now: datetime
     ) -> DisabledEndpoint | None:
-        # Read again inside this transaction: another delivery may have changed it meanwhile.
-        endpoint = uow.webhooks.get_endpoint(endpoint_id)
-        if endpoint is None or not endpoint.is_active:
-            return None
+        # Each step is one conditional statement on the failure columns alone, judged on the
+        # row as it is then: the owner may have rotated the secret, changed the URL or turned
+        # the endpoint off meanwhile, and none of that is written back.
         if ok:
-            if endpoint.failing_since is not None:
-                uow.webhooks.update_endpoint(
-                    dataclasses.replace(endpoint, failing_since=None, updated_at=now)
-                )
+            uow.webhooks.clear_failing(endpoint_id, now)
             return None
-        if endpoint.failing_since is None:
-            uow.webhooks.update_endpoint(
-                dataclasses.replace(endpoint, failing_since=now, updated_at=now)
-            )
-            return None
-        if now - endpoint.failing_since < self._policy.disable_after:
-            return None
-        uow.webhooks.update_endpoint(
-            dataclasses.replace(endpoint, is_active=False, disabled_at=now, updated_at=now)
+        uow.webhooks.mark_failing(endpoint_id, now)
+        endpoint = uow.webhooks.disable_failing(
+            endpoint_id, failing_since_before=now - self._policy.disable_after, at=now
         )
+        if endpoint is None:
+            return None
         owner = uow.users.get(endpoint.user_id)
         logger.error(
             "webhook endpoint %s disabled after failing since %s",

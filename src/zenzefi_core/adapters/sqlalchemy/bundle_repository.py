@@ -70,6 +70,12 @@ class SqlBundleRepository:
         row = self._c.execute(select(token_bundles).where(token_bundles.c.id == bundle_id)).first()
         return None if row is None else _bundle(row)
 
+    def get_for_update(self, bundle_id: UUID) -> TokenBundle | None:
+        row = self._c.execute(
+            select(token_bundles).where(token_bundles.c.id == bundle_id).with_for_update()
+        ).first()
+        return None if row is None else _bundle(row)
+
     def update(self, bundle: TokenBundle) -> None:
         self._c.execute(
             update(token_bundles)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from zenzefi_core.adapters.sqlalchemy.tables import (
@@ -57,6 +57,7 @@ def _user(row: Row[Any]) -> User:
         is_active=row.is_active,
         is_superuser=row.is_superuser,
         balance=row.balance,
+        session_version=row.session_version,
     )
 
 
@@ -86,28 +87,24 @@ class SqlUserRepository:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
 
-    def _values(self, user: User) -> dict[str, Any]:
-        return {
-            "email": user.email,
-            "username": user.username,
-            "username_lower": user.username.lower(),
-            "password_hash": user.password_hash,
-            "full_name": user.full_name,
-            "referral_code": user.referral_code,
-            "referred_by_id": user.referred_by_id,
-            "is_active": user.is_active,
-            "is_superuser": user.is_superuser,
-        }
-
     def add(self, user: User) -> None:
         try:
             with self._c.begin_nested():
                 self._c.execute(
                     insert(users).values(
                         id=user.id,
+                        email=user.email,
+                        username=user.username,
+                        username_lower=user.username.lower(),
+                        password_hash=user.password_hash,
+                        full_name=user.full_name,
+                        referral_code=user.referral_code,
+                        referred_by_id=user.referred_by_id,
+                        is_active=user.is_active,
+                        is_superuser=user.is_superuser,
                         balance=user.balance,
+                        session_version=user.session_version,
                         created_at=user.created_at,
-                        **self._values(user),
                     )
                 )
         except IntegrityError as error:
@@ -129,14 +126,26 @@ class SqlUserRepository:
     def get_by_referral_code(self, code: str) -> User | None:
         return self._one(users.c.referral_code == code)
 
-    def update(self, user: User) -> None:
-        try:
-            with self._c.begin_nested():
-                self._c.execute(
-                    update(users).where(users.c.id == user.id).values(**self._values(user))
-                )
-        except IntegrityError as error:
-            raise DuplicateUser(_duplicate_field(error)) from None
+    def _set(self, user_id: UUID, **values: Any) -> User | None:
+        row = self._c.execute(
+            update(users).where(users.c.id == user_id).values(**values).returning(*users.c)
+        ).first()
+        return None if row is None else _user(row)
+
+    def set_full_name(self, user_id: UUID, full_name: str | None) -> User | None:
+        return self._set(user_id, full_name=full_name)
+
+    def set_password(self, user_id: UUID, password_hash: str) -> User | None:
+        return self._set(user_id, password_hash=password_hash)
+
+    def set_active(self, user_id: UUID, active: bool) -> User | None:
+        return self._set(user_id, is_active=active)
+
+    def set_superuser(self, user_id: UUID, superuser: bool) -> User | None:
+        return self._set(user_id, is_superuser=superuser)
+
+    def end_sessions(self, user_id: UUID) -> User | None:
+        return self._set(user_id, session_version=users.c.session_version + 1)
 
     def change_balance(self, user_id: UUID, delta: Decimal) -> Decimal | None:
         amount = literal(delta, users.c.balance.type)
@@ -395,6 +404,7 @@ class SqlIdempotencyRepository:
             request_hash=row.request_hash,
             response=row.response,
             created_at=row.created_at,
+            secrets_encrypted=row.secrets_encrypted,
         )
 
     def add(self, record: IdempotencyRecord) -> None:
@@ -407,11 +417,25 @@ class SqlIdempotencyRepository:
                         operation=record.operation,
                         request_hash=record.request_hash,
                         response=record.response,
+                        secrets_encrypted=record.secrets_encrypted,
                         created_at=record.created_at,
                     )
                 )
         except IntegrityError:
             raise IdempotencyConflict() from None
+
+    def remove(self, user_id: UUID, key: str) -> None:
+        self._c.execute(
+            delete(idempotency_keys).where(
+                idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key
+            )
+        )
+
+    def purge(self, *, created_up_to: datetime) -> int:
+        result = self._c.execute(
+            delete(idempotency_keys).where(idempotency_keys.c.created_at <= created_up_to)
+        )
+        return result.rowcount
 
 
 def _audit_entry(row: Row[Any]) -> AuditEntry:

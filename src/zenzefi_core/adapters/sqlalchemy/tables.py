@@ -48,6 +48,9 @@ users = Table(
     Column("is_superuser", Boolean, nullable=False),
     Column("balance", Money, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # Raised by a password change or a deactivation: login tokens issued at an older version
+    # are refused.
+    Column("session_version", Integer, nullable=False, server_default=text("0")),
     CheckConstraint("balance >= 0", name="balance_non_negative"),
     Index(None, "referred_by_id"),
     # Analytics count new users per bucket of a window of time.
@@ -106,7 +109,11 @@ idempotency_keys = Table(
     Column("operation", String(64), nullable=False),
     Column("request_hash", String(64), nullable=False),
     Column("response", JSON, nullable=False),
+    # The access tokens' secrets of the first response, encrypted (see `SecretCipher`).
+    Column("secrets_encrypted", Text, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
+    # The purge of expired keys walks this.
+    Index(None, "created_at"),
 )
 
 payment_intents = Table(

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, delete, insert, or_, select, update
+from sqlalchemy import Connection, Row, case, delete, insert, null, or_, select, update
 
 from zenzefi_core.adapters.sqlalchemy.notification_repository import _upsert_insert
 from zenzefi_core.adapters.sqlalchemy.tables import (
@@ -118,11 +118,75 @@ class SqlWebhookRepository:
         )
         return [_endpoint(row) for row in rows]
 
-    def update_endpoint(self, endpoint: WebhookEndpoint) -> None:
-        self._c.execute(
+    def _set(self, endpoint_id: UUID, *where: Any, **values: Any) -> WebhookEndpoint | None:
+        row = self._c.execute(
             update(webhook_endpoints)
-            .where(webhook_endpoints.c.id == endpoint.id)
-            .values(**_endpoint_values(endpoint))
+            .where(webhook_endpoints.c.id == endpoint_id, *where)
+            .values(**values)
+            .returning(*webhook_endpoints.c)
+        ).first()
+        return None if row is None else _endpoint(row)
+
+    def change_endpoint(
+        self,
+        endpoint_id: UUID,
+        *,
+        at: datetime,
+        url: str | None = None,
+        events: tuple[str, ...] | None = None,
+        is_active: bool | None = None,
+    ) -> WebhookEndpoint | None:
+        e = webhook_endpoints.c
+        values: dict[str, Any] = {"updated_at": at}
+        if url is not None:
+            values["url"] = url
+        if events is not None:
+            values["events"] = list(events)
+        if is_active is not None:
+            values["is_active"] = is_active
+        if is_active is True:
+            # Every right-hand side sees the row as it was before this statement.
+            values["failing_since"] = case((e.is_active, e.failing_since), else_=null())
+            values["disabled_at"] = case((e.is_active, e.disabled_at), else_=null())
+        return self._set(endpoint_id, **values)
+
+    def rotate_secret(
+        self, endpoint_id: UUID, secret_encrypted: str, *, previous_until: datetime, at: datetime
+    ) -> WebhookEndpoint | None:
+        e = webhook_endpoints.c
+        return self._set(
+            endpoint_id,
+            secret_encrypted=secret_encrypted,
+            previous_secret_encrypted=e.secret_encrypted,
+            previous_secret_until=previous_until,
+            updated_at=at,
+        )
+
+    def mark_failing(self, endpoint_id: UUID, at: datetime) -> None:
+        e = webhook_endpoints.c
+        self._set(
+            endpoint_id,
+            e.is_active.is_(True),
+            e.failing_since.is_(None),
+            failing_since=at,
+            updated_at=at,
+        )
+
+    def clear_failing(self, endpoint_id: UUID, at: datetime) -> None:
+        e = webhook_endpoints.c
+        self._set(endpoint_id, e.failing_since.is_not(None), failing_since=None, updated_at=at)
+
+    def disable_failing(
+        self, endpoint_id: UUID, *, failing_since_before: datetime, at: datetime
+    ) -> WebhookEndpoint | None:
+        e = webhook_endpoints.c
+        return self._set(
+            endpoint_id,
+            e.is_active.is_(True),
+            e.failing_since <= failing_since_before,
+            is_active=False,
+            disabled_at=at,
+            updated_at=at,
         )
 
     def delete_endpoint(self, endpoint_id: UUID) -> None:
