@@ -1206,12 +1206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (args.keep_database or args.reuse_database or args.seed_only):
             drop_database(args.postgres, args.database)
     if problems:
-        print(f"\nthe two ways disagree ({len(problems)} differences):")
+        print(f"\nthe answers disagree ({len(problems)} differences):")
         for problem in problems[:40]:
             print(f"  {problem}")
         return 1
-    if not args.api_only:
-        print("\nboth ways agree on every number of every response")
+    if args.api_only:
+        print("\nthe API and the raw statement agree on every number of every response")
+    else:
+        print("\nall three ways agree on every number of every response")
     missed = [miss for figure in figures for miss in figure.misses()]
     for miss in missed:
         print(f"target missed: {miss}")

@@ -609,13 +609,11 @@ class AnalyticsQueries(Protocol):
     `zenzefi_core.analytics` for the rules), never the rows themselves, so a month of a heavy
     user costs one grouped scan of an index."""
 
-    def usage_by_bucket(self, user_id: UUID, window: Window) -> list[UsageBucketRow]:
-        """The user's sessions started in the window, summed per bucket of their start; the
-        durations run to `window.end` for sessions still open (or ended after it)."""
-        ...
-
-    def live_usage(self, user_id: UUID, now: datetime) -> LiveUsage:
-        """The user's open sessions, and tokens neither revoked nor expired at `now`."""
+    def usage(self, user_id: UUID, window: Window) -> tuple[list[UsageBucketRow], LiveUsage]:
+        """The user's sessions started in the window, summed per bucket of their start (the
+        durations run to `window.end` for sessions still open, or ended after it); and what
+        they have going at `window.end`: open sessions, tokens neither revoked nor expired.
+        One call for both, so that a store can answer a user's report in one round trip."""
         ...
 
     def active_users(self, start: datetime, end: datetime) -> int:

@@ -178,28 +178,35 @@ def test_a_users_usage_per_bucket(uow_factory: UnitOfWorkFactory, data: Data) ->
     week = Window.ending_at(Period.WEEK, NOW)
     minutes = 60_000_000
     with uow_factory() as uow:
-        assert uow.analytics.usage_by_bucket(data.alice.id, day) == [
+        assert uow.analytics.usage(data.alice.id, day)[0] == [
             UsageBucketRow(0, 10, 300, 1, 30 * minutes),
             UsageBucketRow(1, 5, 3, 1, 15 * minutes),
             UsageBucketRow(23, 5, 30, 2, 60 * minutes + 2 * minutes),
         ]
-        assert uow.analytics.usage_by_bucket(data.alice.id, week) == [
+        assert uow.analytics.usage(data.alice.id, week)[0] == [
             UsageBucketRow(5, 7, 7, 1, 10 * minutes),
             UsageBucketRow(6, 20, 333, 4, (30 + 15 + 60 + 2) * minutes),
         ]
-        assert uow.analytics.usage_by_bucket(data.bob.id, day) == [
+        assert uow.analytics.usage(data.bob.id, day)[0] == [
             UsageBucketRow(0, 20, 2000, 1, 60 * minutes)
         ]
-        assert uow.analytics.usage_by_bucket(data.carol.id, day) == []
+        assert uow.analytics.usage(data.carol.id, day)[0] == []
 
 
 def test_live_usage(uow_factory: UnitOfWorkFactory, data: Data) -> None:
-    with uow_factory() as uow:
-        assert uow.analytics.live_usage(data.alice.id, NOW) == LiveUsage(1, 1)
-        assert uow.analytics.live_usage(data.bob.id, NOW) == LiveUsage(0, 1)
-        assert uow.analytics.live_usage(data.carol.id, NOW) == LiveUsage(0, 0)
-        # The same tokens a day later: the unused ones have not started, so still usable.
-        assert uow.analytics.live_usage(data.alice.id, NOW + timedelta(days=30)) == LiveUsage(1, 1)
+    def live(user: User, now: datetime, period: Period = Period.DAY) -> LiveUsage:
+        with uow_factory() as uow:
+            return uow.analytics.usage(user.id, Window.ending_at(period, now))[1]
+
+    for period in Period:
+        assert live(data.alice, NOW, period) == LiveUsage(1, 1)
+        assert live(data.bob, NOW, period) == LiveUsage(0, 1)
+        # No session at all in the window, nor any token: the counts still come back.
+        assert live(data.carol, NOW, period) == LiveUsage(0, 0)
+    # The same tokens a month later, when no session falls in the window: the unused ones have
+    # not started, so they are still usable, and the open session is still open.
+    assert live(data.alice, NOW + timedelta(days=30)) == LiveUsage(1, 1)
+    assert live(data.bob, NOW + timedelta(days=30)) == LiveUsage(0, 1)
 
 
 def test_activity_per_bucket(uow_factory: UnitOfWorkFactory, data: Data) -> None:
@@ -493,8 +500,14 @@ def test_the_store_sums_random_data_like_the_rules_say(
             for period in Period:
                 window = Window.ending_at(period, ODD_NOW)
                 for number, person in enumerate(people):
-                    assert uow.analytics.usage_by_bucket(person.id, window) == _expected_usage(
-                        s, number, window
+                    assert uow.analytics.usage(person.id, window) == (
+                        _expected_usage(s, number, window),
+                        LiveUsage(
+                            active_sessions=sum(
+                                1 for x in s.sessions if x.user == number and x.length is None
+                            ),
+                            active_tokens=sum(1 for x in s.sessions if x.user == number),
+                        ),
                     ), (period, number)
                 for start in (window.start, window.end - timedelta(hours=24)):
                     expected = len(
@@ -504,12 +517,6 @@ def test_the_store_sums_random_data_like_the_rules_say(
                 assert uow.analytics.activity_with_top_users(window, limit=10) == (
                     _expected_activity(s, window),
                     _expected_top(s, people, window.start, window.end),
-                )
-            for number, person in enumerate(people):
-                mine = [x for x in s.sessions if x.user == number]
-                assert uow.analytics.live_usage(person.id, ODD_NOW) == LiveUsage(
-                    active_sessions=sum(1 for x in mine if x.length is None),
-                    active_tokens=len(mine),
                 )
 
     check()

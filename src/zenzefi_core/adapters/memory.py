@@ -880,7 +880,10 @@ class _AnalyticsQueries:
     def _sessions(self, start: datetime, end: datetime) -> list[ProxySession]:
         return [s for s in self._t.proxy_sessions.values() if start <= s.started_at < end]
 
-    def usage_by_bucket(self, user_id: UUID, window: Window) -> list[UsageBucketRow]:
+    def usage(self, user_id: UUID, window: Window) -> tuple[list[UsageBucketRow], LiveUsage]:
+        return self._usage_by_bucket(user_id, window), self._live_usage(user_id, window.end)
+
+    def _usage_by_bucket(self, user_id: UUID, window: Window) -> list[UsageBucketRow]:
         sums: dict[int, list[int]] = {}
         for session in self._sessions(window.start, window.end):
             if session.user_id != user_id:
@@ -892,7 +895,7 @@ class _AnalyticsQueries:
             row[3] += session_microseconds(session.started_at, session.ended_at, window.end)
         return [UsageBucketRow(index, *values) for index, values in sorted(sums.items())]
 
-    def live_usage(self, user_id: UUID, now: datetime) -> LiveUsage:
+    def _live_usage(self, user_id: UUID, now: datetime) -> LiveUsage:
         return LiveUsage(
             active_sessions=sum(
                 1

@@ -42,8 +42,7 @@ class GetUsageStats:
         window = Window.ending_at(query.period, self._clock.now())
         with self._uow_factory() as uow:
             user = active_user(uow, query.user_id)
-            rows = uow.analytics.usage_by_bucket(user.id, window)
-            live = uow.analytics.live_usage(user.id, window.end)
+            rows, live = uow.analytics.usage(user.id, window)
         return usage_report(window, rows, live)
 
 
