@@ -15,9 +15,8 @@ from typing import Generic, Protocol, Self, TypeVar
 from uuid import UUID
 
 from zenzefi_core.analytics import (
-    ActivityBucketRow,
+    Activity,
     LiveUsage,
-    TopUser,
     UsageBucketRow,
     Window,
 )
@@ -616,18 +615,13 @@ class AnalyticsQueries(Protocol):
         One call for both, so that a store can answer a user's report in one round trip."""
         ...
 
-    def active_users(self, start: datetime, end: datetime) -> int:
-        """Distinct users with a session started in `[start, end)`."""
-        ...
-
-    def activity_with_top_users(
-        self, window: Window, *, limit: int
-    ) -> tuple[list[ActivityBucketRow], list[TopUser]]:
+    def activity(self, window: Window, *, limit: int) -> Activity:
         """Per bucket: users created, purchases and their ledger amounts, refunds, referral
-        bonuses credited, and the proxy use of sessions started in it; and the `limit` users
-        with the most requests in sessions started in the window, most first (ties: more bytes
-        first, then by id). One call for both: both sum the window's sessions per user, which
-        a store can do once (a busy month holds millions of sessions)."""
+        bonuses credited, and the proxy use of sessions started in it; the `limit` users with
+        the most requests in sessions started in the window; and the distinct users with a
+        session started in the window, and in the `DAU_SPAN` before its end. One call for all
+        of it: each part sums the window's sessions per user, which a store can do once (a
+        busy month holds millions of sessions)."""
         ...
 
 

@@ -18,6 +18,8 @@ from typing import Self
 from uuid import UUID
 
 from zenzefi_core.analytics import (
+    DAU_SPAN,
+    Activity,
     ActivityBucketRow,
     LiveUsage,
     TopUser,
@@ -907,10 +909,13 @@ class _AnalyticsQueries:
             ),
         )
 
-    def activity_with_top_users(
-        self, window: Window, *, limit: int
-    ) -> tuple[list[ActivityBucketRow], list[TopUser]]:
-        return self._activity(window), self._top_users(window, limit)
+    def activity(self, window: Window, *, limit: int) -> Activity:
+        return Activity(
+            buckets=self._activity(window),
+            top_users=self._top_users(window, limit),
+            active_users=self._active_users(window.start, window.end),
+            daily_active_users=self._active_users(window.end - DAU_SPAN, window.end),
+        )
 
     def _activity(self, window: Window) -> list[ActivityBucketRow]:
         rows: dict[int, ActivityBucketRow] = {}
@@ -946,7 +951,7 @@ class _AnalyticsQueries:
             rows[index] = dataclasses.replace(rows[index], active_users=len(seen))
         return [rows[index] for index in sorted(rows)]
 
-    def active_users(self, start: datetime, end: datetime) -> int:
+    def _active_users(self, start: datetime, end: datetime) -> int:
         return len({s.user_id for s in self._sessions(start, end)})
 
     def _top_users(self, window: Window, limit: int) -> list[TopUser]:
