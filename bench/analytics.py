@@ -69,7 +69,7 @@ import httpx
 import psycopg
 from sqlalchemy import Connection, Engine, Table, func, make_url, or_, select, text
 
-from support import free_port, login
+from support import CpuMeter, free_port, login, postgres_pids
 from zenzefi_core.adapters.sqlalchemy import make_engine, upgrade
 from zenzefi_core.adapters.sqlalchemy.tables import (
     access_tokens,
@@ -814,9 +814,9 @@ def app() -> Litestar:
 
 
 @contextlib.contextmanager
-def api_server(database_url: str, scratch: Path) -> Iterator[str]:
+def api_server(database_url: str, scratch: Path) -> Iterator[tuple[str, int]]:
     """The API under uvicorn (uvloop and httptools, as `zenzefi serve`) in its own process;
-    yields its base URL."""
+    yields its base URL and process id."""
     port = free_port()
     env = {
         **os.environ,
@@ -847,7 +847,7 @@ def api_server(database_url: str, scratch: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise SystemExit("the API did not become healthy")
             time.sleep(0.2)
-        yield base
+        yield base, process.pid
     finally:
         process.terminate()
         try:
@@ -886,21 +886,31 @@ def timed(call: Callable[[], object], warmup: int, repeat: int) -> Timing:
 
 
 def side_by_side(
-    first: Callable[[], object], second: Callable[[], object], warmup: int, repeat: int
-) -> tuple[Timing, Timing]:
+    first: Callable[[], object],
+    second: Callable[[], object],
+    warmup: int,
+    repeat: int,
+    meter: CpuMeter,
+) -> tuple[Timing, Timing, dict[str, float], dict[str, float]]:
     """Two calls timed in turns (which goes first alternating), so that whatever else the
-    machine is doing weighs on both alike and their ratio holds even when their times do not."""
+    machine is doing weighs on both alike and their ratio holds even when their times do not.
+    Also returns, for each, the CPU seconds per call of the meter's processes (read around
+    every call, so each call is charged only its own)."""
     for _ in range(warmup):
         first()
         second()
     times: tuple[list[float], list[float]] = ([], [])
+    cpu: tuple[dict[str, float], dict[str, float]] = ({}, {})
     for number in range(repeat):
         order = ((0, first), (1, second)) if number % 2 == 0 else ((1, second), (0, first))
         for which, call in order:
+            meter.start()
             started = time.perf_counter()
             call()
             times[which].append(time.perf_counter() - started)
-    return Timing(times[0]), Timing(times[1])
+            for name, seconds in meter.stop().items():
+                cpu[which][name] = cpu[which].get(name, 0.0) + seconds / repeat
+    return Timing(times[0]), Timing(times[1]), cpu[0], cpu[1]
 
 
 TIMES = {"start", "end", "start_time", "end_time"}
@@ -947,6 +957,9 @@ class Figure:
     api: Timing
     #: The same figures from one raw SQL statement, timed in turns with the API.
     raw: Timing
+    #: CPU seconds per call, by group of processes ("API", "PostgreSQL"), of each way.
+    api_cpu: dict[str, float]
+    raw_cpu: dict[str, float]
     #: None with `--api-only`.
     rows: Timing | None
     rows_loaded: int
@@ -998,7 +1011,11 @@ def count_rows(connection: Connection, table: Table, column: Any, span: Span, *w
 
 
 def measure(
-    http: httpx.Client, engine: Engine, raw: psycopg.Cursor[Any], args: argparse.Namespace
+    http: httpx.Client,
+    engine: Engine,
+    raw: psycopg.Cursor[Any],
+    meter: CpuMeter,
+    args: argparse.Namespace,
 ) -> tuple[list[Figure], list[str]]:
     """Time every figure three ways (the API and the raw statement in turns, then loading the
     rows), then compare the answers; returns the figures and the differences found."""
@@ -1027,30 +1044,30 @@ def measure(
         max_ratio: float | None,
     ) -> None:
         print(f"measuring {label}...", flush=True)
-        api, by_statement = side_by_side(
+        api, by_statement, api_cpu, raw_cpu = side_by_side(
             lambda: api_call(path, period, headers),
             # Like the API, the raw statement reports on a window ending now.
             lambda: by_sql(Span.ending(period, datetime.now(UTC))),
             args.warmup,
             args.repeat,
+            meter,
         )
+        figure = Figure(label, api, by_statement, api_cpu, raw_cpu, None, 0, target_ms, max_ratio)
         # The other ways compute the window the API last answered for, so that the answers
         # can be compared number for number.
         answer = canonical(api_call(path, period, headers))
         span = Span.ending(period, answer["end_time"])
+        figure.rows_loaded = loaded(span)
+        figures.append(figure)
         problems.extend(f"{label} (raw SQL){d}" for d in differences(answer, by_sql(span)))
         if args.api_only:
-            figures.append(
-                Figure(label, api, by_statement, None, loaded(span), target_ms, max_ratio)
-            )
             return
         computed: list[dict[str, Any]] = []
-        rows = timed(
+        figure.rows = timed(
             lambda: computed.append(by_rows(span)), args.baseline_warmup, args.baseline_repeat
         )
         expected = computed[-1] if computed else by_rows(span)
         problems.extend(f"{label}{d}" for d in differences(answer, expected))
-        figures.append(Figure(label, api, by_statement, rows, loaded(span), target_ms, max_ratio))
 
     s = proxy_sessions.c
     with engine.connect() as connection:
@@ -1112,6 +1129,15 @@ def report(figures: list[Figure], args: argparse.Namespace, started_load: str) -
         print(
             f"{f.label:28} {f.api.median_ms:10.1f} {f.api.p95_ms:8.1f} "
             f"{f.raw.median_ms:14.1f} {f.ratio:6.2f}x {rows} {speedup}  {'; '.join(targets)}"
+        )
+    print(
+        f"\nCPU ms per call (from /proc, read around each call): {'':6} "
+        f"{'API process':>11} {'its PostgreSQL':>14} {'raw statement':>13}"
+    )
+    for f in figures:
+        print(
+            f"{f.label:56} {f.api_cpu['API'] * 1000:11.2f} "
+            f"{f.api_cpu['PostgreSQL'] * 1000:14.2f} {f.raw_cpu['PostgreSQL'] * 1000:13.2f}"
         )
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(
@@ -1191,7 +1217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         started_load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
         with (
             tempfile.TemporaryDirectory(prefix="zenzefi-bench-") as scratch,
-            api_server(url, Path(scratch)) as base,
+            api_server(url, Path(scratch)) as (base, api_pid),
             httpx.Client(base_url=base, timeout=120) as http,
             psycopg.connect(
                 make_url(url).set(drivername="postgresql").render_as_string(False),
@@ -1199,7 +1225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ) as raw,
             raw.cursor() as cursor,
         ):
-            figures, problems = measure(http, engine, cursor, args)
+            meter = CpuMeter(
+                {"API": lambda: [api_pid], "PostgreSQL": lambda: postgres_pids(args.database)}
+            )
+            figures, problems = measure(http, engine, cursor, meter, args)
         report(figures, args, started_load)
     finally:
         engine.dispose()
