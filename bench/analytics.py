@@ -975,6 +975,15 @@ class Figure:
     def ratio(self) -> float:
         return self.api.median_ms / self.raw.median_ms
 
+    @property
+    def cpu_ratio(self) -> float:
+        """The CPU the API path costs (its process and its database work) over the raw
+        statement's: what the wall-time ratio comes to when nothing else competes for the
+        cores, as a shared machine's waits do not weigh on it."""
+        raw = self.raw_cpu.get("PostgreSQL", 0.0)
+        api = self.api_cpu.get("API", 0.0) + self.api_cpu.get("PostgreSQL", 0.0)
+        return api / raw if raw else math.nan
+
     def misses(self) -> list[str]:
         missed = []
         if self.target_ms is not None:
@@ -1132,12 +1141,13 @@ def report(figures: list[Figure], args: argparse.Namespace, started_load: str) -
         )
     print(
         f"\nCPU ms per call (from /proc, read around each call): {'':6} "
-        f"{'API process':>11} {'its PostgreSQL':>14} {'raw statement':>13}"
+        f"{'API process':>11} {'its PostgreSQL':>14} {'raw statement':>13} {'API/raw':>7}"
     )
     for f in figures:
         print(
             f"{f.label:56} {f.api_cpu['API'] * 1000:11.2f} "
-            f"{f.api_cpu['PostgreSQL'] * 1000:14.2f} {f.raw_cpu['PostgreSQL'] * 1000:13.2f}"
+            f"{f.api_cpu['PostgreSQL'] * 1000:14.2f} {f.raw_cpu['PostgreSQL'] * 1000:13.2f} "
+            f"{f.cpu_ratio:6.2f}x"
         )
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(
