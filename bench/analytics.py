@@ -39,6 +39,11 @@ What it does:
 `--keep-database` keeps the database, `--reuse-database` measures a kept one again, and
 `--api-only` leaves out loading the rows (the API and the raw statement are still timed and
 compared): together they compare two versions of the queries on the same data in a minute.
+`--py-spy FILE` runs the API under py-spy and writes its sampled stacks to FILE; with
+`--only usage|global` and `--periods month` it profiles one figure alone, e.g.
+
+    python bench/analytics.py --sessions 1000000 --reuse-database --api-only \
+        --only usage --periods month --repeat 300 --py-spy usage.txt
 
 Targets, on the medians: issue 8, the heavy user's month under 50 ms, global-stats month under
 1 s, each at least 20 times faster than loading the rows; issue 15, the heavy user's month
@@ -52,6 +57,8 @@ import contextlib
 import math
 import os
 import secrets
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -813,10 +820,36 @@ def app() -> Litestar:
     return create_app(Settings())
 
 
+def _py_spy() -> str:
+    """The py-spy beside this interpreter, or on the PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if found is None:
+        raise SystemExit("--py-spy needs py-spy: `uv pip install py-spy` in this environment")
+    return found
+
+
+def _child(pid: int, timeout: float = 30.0) -> int:
+    """The first child of a process (the API under py-spy), once it has started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            if children:
+                return int(children[0])
+        time.sleep(0.05)
+    raise SystemExit("py-spy did not start the API")
+
+
 @contextlib.contextmanager
-def api_server(database_url: str, scratch: Path) -> Iterator[tuple[str, int]]:
+def api_server(
+    database_url: str, scratch: Path, profile: Path | None = None
+) -> Iterator[tuple[str, int]]:
     """The API under uvicorn (uvloop and httptools, as `zenzefi serve`) in its own process;
-    yields its base URL and process id."""
+    yields its base URL and process id. With `profile`, py-spy runs it and writes there, when
+    it stops, the API's stacks sampled 500 times a second (collapsed, one stack a line with
+    its count: `flamegraph.pl` or speedscope read them); the process id is still the API's,
+    so that the CPU figures leave py-spy's own out."""
     port = free_port()
     env = {
         **os.environ,
@@ -827,14 +860,19 @@ def api_server(database_url: str, scratch: Path) -> Iterator[tuple[str, int]]:
         "ZENZEFI_AUTH_TOKEN_MINUTES": "600",
     }
     env.pop("ZENZEFI_REDIS_URL", None)
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", "analytics:app",
+        "--app-dir", str(Path(__file__).parent), "--host", "127.0.0.1", "--port", str(port),
+        "--no-access-log", "--log-level", "warning", "--no-server-header",
+    ]  # fmt: skip
+    if profile is not None:
+        command = [_py_spy(), "record", "--rate", "500", "--format", "raw", "--nonblocking",
+                   "--output", str(profile), "--", *command]  # fmt: skip
     log = (scratch / "server.log").open("wb")
-    process = subprocess.Popen(  # noqa: S603 - our own command line
-        [sys.executable, "-m", "uvicorn", "--factory", "analytics:app",
-         "--app-dir", str(Path(__file__).parent), "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning", "--no-server-header"],
-        env=env, stdout=log, stderr=log,
-    )  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=log)  # noqa: S603 - ours
     log.close()
+    api = process if profile is None else None
+    api_pid = process.pid if profile is None else _child(process.pid)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -847,14 +885,65 @@ def api_server(database_url: str, scratch: Path) -> Iterator[tuple[str, int]]:
             if time.monotonic() > deadline:
                 raise SystemExit("the API did not become healthy")
             time.sleep(0.2)
-        yield base, process.pid
+        yield base, api_pid
     finally:
-        process.terminate()
+        if api is None:
+            # py-spy writes its file when the process it runs ends.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(api_pid, signal.SIGTERM)
+        else:
+            process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+#: Where a sampled stack of the API goes in `profile_summary`: the first group one of whose
+#: markers is in the stack (so the inner layers come first).
+PROFILE_GROUPS = (
+    ("pool checkout with pre-ping", ("_ConnectionFairy._checkout", "Pool.connect")),
+    ("rollback at the end", ("Connection.rollback ", "Transaction.rollback")),
+    ("BEGIN before the first statement", ("BaseConnection._start_query",)),
+    ("account read", ("SqlUserRepository.get",)),
+    ("the analytics queries", ("SqlAnalyticsQueries",)),
+    ("unit of work, other", ("SqlAlchemyUnitOfWork.",)),
+    ("the report (core) and its JSON", ("usage_report", "global_report", "Out.of", "encode_json")),
+    ("thread hop", ("sync_to_thread", "ThreadPoolExecutor.submit", "_call_set_state", "run_sync")),
+    ("token check", ("bearer_user_id", "TokenIssuer.verify", "authenticated_user")),
+    ("Litestar: routing, parameters, middleware", ("litestar/",)),
+    ("uvicorn and HTTP", ("uvicorn/",)),
+)
+#: Leaf frames that are waiting, not working: the event loop polling, pool threads waiting for
+#: work, psycopg waiting for the database.
+PROFILE_IDLE = ("Runner.run", "_worker", "Connection.wait", "Condition.wait", "WorkerThread.run")
+#: Frames of the API starting up (imports, also those made lazily by the first requests, the
+#: app factory, the lifespan), not serving.
+PROFILE_START = ("_find_and_load", "SourceLoader.get_code", "Config.load", "Server.startup",
+                 "LifespanOn")  # fmt: skip
+
+
+def profile_summary(path: Path) -> None:
+    """Print where the API's busy samples went, by layer, from py-spy's collapsed stacks
+    (its start-up and the waiting frames left out)."""
+    groups: dict[str, int] = {}
+    busy = 0
+    for line in path.read_text().splitlines():
+        stack, _, taken = line.rpartition(" ")
+        frames = stack.split(";")
+        leaf = frames[-1].split(" (")[0]
+        if not stack.strip() or leaf in PROFILE_IDLE or any(m in stack for m in PROFILE_START):
+            continue
+        busy += int(taken)
+        name = next(
+            (name for name, markers in PROFILE_GROUPS if any(m in stack for m in markers)),
+            "other",
+        )
+        groups[name] = groups.get(name, 0) + int(taken)
+    print(f"\nwhere the API's busy samples went ({busy:,} samples, {path}):")
+    for group, samples in sorted(groups.items(), key=lambda item: -item[1]):
+        print(f"  {samples / max(busy, 1) * 100:5.1f} %  {group}")
 
 
 # --- measuring and comparing -----------------------------------------------------------------
@@ -1091,30 +1180,32 @@ def measure(
                 + count_rows(connection, transactions, transactions.c.created_at, span)
             )
 
-        for period in PERIODS:
+        for period in args.periods:
             month = period == "month"
-            every_way(
-                f"usage, heavy user, {period}",
-                USAGE_PATH,
-                period,
-                heavy,
-                lambda span: usage_by_sql(raw, heavy_id, span),
-                lambda span: usage_from_rows(connection, heavy_id, span),
-                heavy_rows,
-                HEAVY_MONTH_MS if month else None,
-                HEAVY_MONTH_RATIO if month else None,
-            )
-            every_way(
-                f"global-stats, {period}",
-                GLOBAL_PATH,
-                period,
-                admin,
-                lambda span: global_by_sql(raw, span),
-                lambda span: global_from_rows(connection, span),
-                global_rows,
-                GLOBAL_MONTH_MS if month else None,
-                GLOBAL_MONTH_RATIO if month else None,
-            )
+            if args.only in (None, "usage"):
+                every_way(
+                    f"usage, heavy user, {period}",
+                    USAGE_PATH,
+                    period,
+                    heavy,
+                    lambda span: usage_by_sql(raw, heavy_id, span),
+                    lambda span: usage_from_rows(connection, heavy_id, span),
+                    heavy_rows,
+                    HEAVY_MONTH_MS if month else None,
+                    HEAVY_MONTH_RATIO if month else None,
+                )
+            if args.only in (None, "global"):
+                every_way(
+                    f"global-stats, {period}",
+                    GLOBAL_PATH,
+                    period,
+                    admin,
+                    lambda span: global_by_sql(raw, span),
+                    lambda span: global_from_rows(connection, span),
+                    global_rows,
+                    GLOBAL_MONTH_MS if month else None,
+                    GLOBAL_MONTH_RATIO if month else None,
+                )
     return figures, problems
 
 
@@ -1191,6 +1282,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-targets", action="store_true", help="report missed targets without failing"
     )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="FILE",
+        help="run the API under py-spy and write its sampled stacks to FILE (collapsed)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("usage", "global"),
+        help="measure one of the two reports only (to profile it alone)",
+    )
+    parser.add_argument(
+        "--periods",
+        nargs="+",
+        choices=PERIODS,
+        default=list(PERIODS),
+        help="the periods to measure (default: all three)",
+    )
     args = parser.parse_args(argv)
     if args.users < 2 or args.sessions < HEAVY_SHARE:
         parser.error(f"need at least 2 users and {HEAVY_SHARE} sessions")
@@ -1227,7 +1336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         started_load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
         with (
             tempfile.TemporaryDirectory(prefix="zenzefi-bench-") as scratch,
-            api_server(url, Path(scratch)) as (base, api_pid),
+            api_server(url, Path(scratch), args.py_spy) as (base, api_pid),
             httpx.Client(base_url=base, timeout=120) as http,
             psycopg.connect(
                 make_url(url).set(drivername="postgresql").render_as_string(False),
@@ -1240,6 +1349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             figures, problems = measure(http, engine, cursor, meter, args)
         report(figures, args, started_load)
+        if args.py_spy is not None:
+            profile_summary(args.py_spy)
     finally:
         engine.dispose()
         if not (args.keep_database or args.reuse_database or args.seed_only):
