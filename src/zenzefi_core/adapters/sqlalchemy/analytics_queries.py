@@ -211,15 +211,14 @@ class SqlAnalyticsQueries:
         return rows, live
 
     def activity(self, window: Window, *, limit: int) -> Activity:
-        recent_from = _recent_bucket(window)
+        recent: int | None = None
         if self._sqlite:
             buckets = self._sqlite_activity(window)
             top = self._sqlite_top_users(window, limit)
             active = self._active_users(window.start, window.end)
-            recent = None
         else:
-            buckets, top, active, recent = self._postgres_activity(window, limit, recent_from)
-        if recent is None or recent_from is None:
+            buckets, top, active, recent = self._postgres_activity(window, limit)
+        if recent is None:
             recent = self._active_users(window.end - DAU_SPAN, window.end)
         return Activity(
             buckets=buckets, top_users=top, active_users=active, daily_active_users=recent
@@ -228,8 +227,11 @@ class SqlAnalyticsQueries:
     # --- PostgreSQL. ---
 
     def _postgres_activity(
-        self, window: Window, limit: int, recent_from: int | None
+        self, window: Window, limit: int
     ) -> tuple[list[ActivityBucketRow], list[TopUser], int, int | None]:
+        """The buckets, top users and active users from `_POSTGRES_ACTIVITY`, and the last
+        day's active users, or None when that day is not whole buckets of the window."""
+        recent_from = _recent_bucket(window)
         buckets = window.buckets()
         rows: list[ActivityBucketRow] = []
         top: list[TopUser] = []
