@@ -162,6 +162,21 @@ class TopUser:
     bytes_transferred: int
 
 
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """What the store sums for the operators' report over a window."""
+
+    #: One row per bucket with anything in it, in bucket order.
+    buckets: list[ActivityBucketRow]
+    #: The users with the most requests in sessions started in the window, most first (ties:
+    #: more bytes first, then by id).
+    top_users: list[TopUser]
+    #: Distinct users with a session started in the window.
+    active_users: int
+    #: Distinct users with a session started in the `DAU_SPAN` before the window's end.
+    daily_active_users: int
+
+
 # --- The reports. ---
 
 

@@ -15,9 +15,8 @@ from typing import Generic, Protocol, Self, TypeVar
 from uuid import UUID
 
 from zenzefi_core.analytics import (
-    ActivityBucketRow,
+    Activity,
     LiveUsage,
-    TopUser,
     UsageBucketRow,
     Window,
 )
@@ -680,27 +679,20 @@ class AnalyticsQueries(Protocol):
     `zenzefi_core.analytics` for the rules), never the rows themselves, so a month of a heavy
     user costs one grouped scan of an index."""
 
-    def usage_by_bucket(self, user_id: UUID, window: Window) -> list[UsageBucketRow]:
-        """The user's sessions started in the window, summed per bucket of their start; the
-        durations run to `window.end` for sessions still open (or ended after it)."""
+    def usage(self, user_id: UUID, window: Window) -> tuple[list[UsageBucketRow], LiveUsage]:
+        """The user's sessions started in the window, summed per bucket of their start (the
+        durations run to `window.end` for sessions still open, or ended after it); and what
+        they have going at `window.end`: open sessions, tokens neither revoked nor expired.
+        One call for both, so that a store can answer a user's report in one round trip."""
         ...
 
-    def live_usage(self, user_id: UUID, now: datetime) -> LiveUsage:
-        """The user's open sessions, and tokens neither revoked nor expired at `now`."""
-        ...
-
-    def active_users(self, start: datetime, end: datetime) -> int:
-        """Distinct users with a session started in `[start, end)`."""
-        ...
-
-    def activity_with_top_users(
-        self, window: Window, *, limit: int
-    ) -> tuple[list[ActivityBucketRow], list[TopUser]]:
+    def activity(self, window: Window, *, limit: int) -> Activity:
         """Per bucket: users created, purchases and their ledger amounts, refunds, referral
-        bonuses credited, and the proxy use of sessions started in it; and the `limit` users
-        with the most requests in sessions started in the window, most first (ties: more bytes
-        first, then by id). One call for both: both sum the window's sessions per user, which
-        a store can do once (a busy month holds millions of sessions)."""
+        bonuses credited, and the proxy use of sessions started in it; the `limit` users with
+        the most requests in sessions started in the window; and the distinct users with a
+        session started in the window, and in the `DAU_SPAN` before its end. One call for all
+        of it: each part sums the window's sessions per user, which a store can do once (a
+        busy month holds millions of sessions)."""
         ...
 
 

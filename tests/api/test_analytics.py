@@ -26,6 +26,7 @@ from zenzefi_core.bootstrap import Core
 from zenzefi_core.clock import FixedClock, SystemClock
 from zenzefi_core.domain import TransactionType
 from zenzefi_core.domain.proxy import UsageDelta
+from zenzefi_core.ids import new_id
 from zenzefi_core.security import fast_password_hasher, hash_access_token
 from zenzefi_core.services.bundles import BundleOrder, BundleQuery, ListBundles, PurchaseBundle
 from zenzefi_core.services.proxy import (
@@ -391,6 +392,29 @@ def test_who_may_ask(client: ApiClient, world: World) -> None:
     assert client.get(USAGE, headers={"Authorization": "Bearer nonsense"}).status_code == 401
     refused = client.get(GLOBAL, headers=world.alice.headers)
     assert refused.status_code == 403, refused.text
+
+
+def test_the_usage_route_checks_the_account_behind_the_token(
+    client: ApiClient, app: Litestar, world: World
+) -> None:
+    """The route verifies only the token and leaves the account to the use case: a token
+    naming no account is still 401, and a deactivated account is refused at once, 403, with
+    nothing of its usage shown."""
+    stranger = api_context(app).tokens.issue(new_id())
+    response = client.get(USAGE, headers={"Authorization": f"Bearer {stranger}"})
+    assert response.status_code == 401, response.text
+    assert "total_requests" not in response.text
+
+    off = client.post(
+        f"/api/v1/admin/users/{world.alice.id}/deactivate", headers=world.admin.headers
+    )
+    assert off.status_code == 200, off.text
+    for period in ("day", "month"):
+        response = client.get(USAGE, params={"period": period}, headers=world.alice.headers)
+        assert response.status_code == 403, response.text
+        assert "total_requests" not in response.text
+    # Everyone else is unaffected.
+    assert client.get(USAGE, headers=world.bob.headers).status_code == 200
 
 
 def test_an_unknown_period_is_422(client: ApiClient, world: World) -> None:

@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import StoreMaker, UserMaker
 from zenzefi_core.analytics import (
+    Activity,
     ActivityBucketRow,
+    BucketUnit,
     LiveUsage,
     Period,
     TopUser,
@@ -39,6 +41,7 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DAY_START = NOW - timedelta(hours=24)
 MICRO = timedelta(microseconds=1)
 MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 
 
 @dataclass
@@ -178,35 +181,42 @@ def test_a_users_usage_per_bucket(uow_factory: UnitOfWorkFactory, data: Data) ->
     week = Window.ending_at(Period.WEEK, NOW)
     minutes = 60_000_000
     with uow_factory() as uow:
-        assert uow.analytics.usage_by_bucket(data.alice.id, day) == [
+        assert uow.analytics.usage(data.alice.id, day)[0] == [
             UsageBucketRow(0, 10, 300, 1, 30 * minutes),
             UsageBucketRow(1, 5, 3, 1, 15 * minutes),
             UsageBucketRow(23, 5, 30, 2, 60 * minutes + 2 * minutes),
         ]
-        assert uow.analytics.usage_by_bucket(data.alice.id, week) == [
+        assert uow.analytics.usage(data.alice.id, week)[0] == [
             UsageBucketRow(5, 7, 7, 1, 10 * minutes),
             UsageBucketRow(6, 20, 333, 4, (30 + 15 + 60 + 2) * minutes),
         ]
-        assert uow.analytics.usage_by_bucket(data.bob.id, day) == [
+        assert uow.analytics.usage(data.bob.id, day)[0] == [
             UsageBucketRow(0, 20, 2000, 1, 60 * minutes)
         ]
-        assert uow.analytics.usage_by_bucket(data.carol.id, day) == []
+        assert uow.analytics.usage(data.carol.id, day)[0] == []
 
 
 def test_live_usage(uow_factory: UnitOfWorkFactory, data: Data) -> None:
-    with uow_factory() as uow:
-        assert uow.analytics.live_usage(data.alice.id, NOW) == LiveUsage(1, 1)
-        assert uow.analytics.live_usage(data.bob.id, NOW) == LiveUsage(0, 1)
-        assert uow.analytics.live_usage(data.carol.id, NOW) == LiveUsage(0, 0)
-        # The same tokens a day later: the unused ones have not started, so still usable.
-        assert uow.analytics.live_usage(data.alice.id, NOW + timedelta(days=30)) == LiveUsage(1, 1)
+    def live(user: User, now: datetime, period: Period = Period.DAY) -> LiveUsage:
+        with uow_factory() as uow:
+            return uow.analytics.usage(user.id, Window.ending_at(period, now))[1]
+
+    for period in Period:
+        assert live(data.alice, NOW, period) == LiveUsage(1, 1)
+        assert live(data.bob, NOW, period) == LiveUsage(0, 1)
+        # No session at all in the window, nor any token: the counts still come back.
+        assert live(data.carol, NOW, period) == LiveUsage(0, 0)
+    # The same tokens a month later, when no session falls in the window: the unused ones have
+    # not started, so they are still usable, and the open session is still open.
+    assert live(data.alice, NOW + timedelta(days=30)) == LiveUsage(1, 1)
+    assert live(data.bob, NOW + timedelta(days=30)) == LiveUsage(0, 1)
 
 
 def test_activity_per_bucket(uow_factory: UnitOfWorkFactory, data: Data) -> None:
     day = Window.ending_at(Period.DAY, NOW)
     week = Window.ending_at(Period.WEEK, NOW)
     with uow_factory() as uow:
-        assert uow.analytics.activity_with_top_users(day, limit=10)[0] == [
+        assert uow.analytics.activity(day, limit=10).buckets == [
             ActivityBucketRow(
                 0, new_users=1, proxy_requests=30, bytes_transferred=2300, active_users=2
             ),
@@ -229,7 +239,7 @@ def test_activity_per_bucket(uow_factory: UnitOfWorkFactory, data: Data) -> None
                 active_users=1,
             ),
         ]
-        assert uow.analytics.activity_with_top_users(week, limit=10)[0] == [
+        assert uow.analytics.activity(week, limit=10).buckets == [
             ActivityBucketRow(
                 5,
                 token_purchases=1,
@@ -251,22 +261,44 @@ def test_activity_per_bucket(uow_factory: UnitOfWorkFactory, data: Data) -> None
                 active_users=2,
             ),
         ]
-        month, _ = uow.analytics.activity_with_top_users(
-            Window.ending_at(Period.MONTH, NOW), limit=10
-        )
+        month = uow.analytics.activity(Window.ending_at(Period.MONTH, NOW), limit=10).buckets
         assert [(row.index, row.new_users) for row in month if row.new_users] == [(22, 1), (29, 2)]
 
 
 def test_active_and_top_users(uow_factory: UnitOfWorkFactory, data: Data) -> None:
     with uow_factory() as uow:
-        assert uow.analytics.active_users(DAY_START, NOW) == 2
-        assert uow.analytics.active_users(NOW - timedelta(hours=1), NOW) == 1
-        assert uow.analytics.active_users(NOW, NOW + timedelta(hours=1)) == 1
-        assert uow.analytics.active_users(NOW + timedelta(hours=1), NOW + timedelta(hours=2)) == 0
+
+        def active(period: Period, end: datetime, limit: int = 10) -> tuple[int, int]:
+            found = uow.analytics.activity(Window.ending_at(period, end), limit=limit)
+            return found.active_users, found.daily_active_users
+
+        # Alice and bob in the last day; every one of them is counted, whatever the limit.
+        for limit in (10, 1, 0):
+            assert active(Period.DAY, NOW, limit) == (2, 2)
+            assert active(Period.WEEK, NOW, limit) == (2, 2)
+        # An hour later bob's only session (at DAY_START + 30 min) has left the last day, not
+        # the week; and a week that ends before any session has no one.
+        assert active(Period.DAY, NOW + timedelta(hours=1)) == (1, 1)
+        assert active(Period.WEEK, NOW + timedelta(hours=1)) == (2, 1)
+        assert active(Period.MONTH, NOW + timedelta(hours=1)) == (2, 1)
+        assert active(Period.DAY, NOW + timedelta(hours=25)) == (0, 0)
+        assert active(Period.WEEK, DAY_START - MICRO) == (0, 0)
+        # Ending a microsecond after alice's earliest session: she alone, in both.
+        assert active(Period.WEEK, DAY_START) == (1, 1)
 
         def top(end: datetime, limit: int = 10) -> list[TopUser]:
             window = Window.ending_at(Period.DAY, end)
-            return uow.analytics.activity_with_top_users(window, limit=limit)[1]
+            return uow.analytics.activity(window, limit=limit).top_users
+
+        # Buckets that do not tile the last day (five hours, the day starting inside one):
+        # still the users of exactly the last 24 hours. Bob's session at DAY_START + 30 min
+        # is in it, alice's at DAY_START - 1 us only in the window.
+        odd = Window(Period.DAY, NOW - 30 * HOUR, NOW, BucketUnit.HOUR, 5 * HOUR, 6)
+        found = uow.analytics.activity(odd, limit=10)
+        assert (found.active_users, found.daily_active_users) == (2, 2)
+        later = Window(Period.DAY, NOW - 29 * HOUR, NOW + HOUR, BucketUnit.HOUR, 5 * HOUR, 6)
+        found = uow.analytics.activity(later, limit=10)
+        assert (found.active_users, found.daily_active_users) == (2, 1)
 
         assert top(NOW) == [
             TopUser(data.bob.id, "bob@example.com", 20, 2000),
@@ -493,23 +525,24 @@ def test_the_store_sums_random_data_like_the_rules_say(
             for period in Period:
                 window = Window.ending_at(period, ODD_NOW)
                 for number, person in enumerate(people):
-                    assert uow.analytics.usage_by_bucket(person.id, window) == _expected_usage(
-                        s, number, window
+                    assert uow.analytics.usage(person.id, window) == (
+                        _expected_usage(s, number, window),
+                        LiveUsage(
+                            active_sessions=sum(
+                                1 for x in s.sessions if x.user == number and x.length is None
+                            ),
+                            active_tokens=sum(1 for x in s.sessions if x.user == number),
+                        ),
                     ), (period, number)
-                for start in (window.start, window.end - timedelta(hours=24)):
-                    expected = len(
-                        {x.user for x in s.sessions if start <= _at(x.start) < window.end}
-                    )
-                    assert uow.analytics.active_users(start, window.end) == expected
-                assert uow.analytics.activity_with_top_users(window, limit=10) == (
-                    _expected_activity(s, window),
-                    _expected_top(s, people, window.start, window.end),
+                active, daily = (
+                    len({x.user for x in s.sessions if start <= _at(x.start) < window.end})
+                    for start in (window.start, window.end - timedelta(hours=24))
                 )
-            for number, person in enumerate(people):
-                mine = [x for x in s.sessions if x.user == number]
-                assert uow.analytics.live_usage(person.id, ODD_NOW) == LiveUsage(
-                    active_sessions=sum(1 for x in mine if x.length is None),
-                    active_tokens=len(mine),
+                assert uow.analytics.activity(window, limit=10) == Activity(
+                    buckets=_expected_activity(s, window),
+                    top_users=_expected_top(s, people, window.start, window.end),
+                    active_users=active,
+                    daily_active_users=daily,
                 )
 
     check()

@@ -14,8 +14,8 @@ import msgspec
 from litestar import Controller, get
 from litestar.params import QueryParameter
 
-from zenzefi_api.auth import BEARER, login_required, superuser_required
-from zenzefi_api.context import CoreDep, CurrentUser
+from zenzefi_api.auth import BEARER, account_checked_by_use_case, superuser_required, token_required
+from zenzefi_api.context import CoreDep, CurrentUser, CurrentUserId
 from zenzefi_api.schemas import Money, Timestamp, error_responses, money, timestamp
 from zenzefi_core.analytics import (
     ActivityPoint,
@@ -210,7 +210,9 @@ class AnalyticsController(Controller):
     @get(
         "/usage",
         operation_id="getUsageStats",
-        guards=[login_required],
+        # The use case reads and checks the account in its own transaction: no second read,
+        # round trip and thread hop in a guard first (see `token_required`).
+        guards=[token_required],
         summary="The caller's proxy usage over a day, a week or a month",
         description="Only the caller's own sessions and tokens. A session's requests and "
         "bytes count in the bucket of its start; a session counts when it started in the "
@@ -219,9 +221,10 @@ class AnalyticsController(Controller):
         sync_to_thread=True,
     )
     def usage(
-        self, core: CoreDep, current_user: CurrentUser, period: PeriodParam = Period.DAY
+        self, core: CoreDep, current_user_id: CurrentUserId, period: PeriodParam = Period.DAY
     ) -> UsageOut:
-        report = GetUsageStats(core.uow, core.clock)(UsageQuery(current_user.id, period))
+        with account_checked_by_use_case():
+            report = GetUsageStats(core.uow, core.clock)(UsageQuery(current_user_id, period))
         return UsageOut.of(report)
 
     @get(

@@ -18,6 +18,8 @@ from typing import Self
 from uuid import UUID
 
 from zenzefi_core.analytics import (
+    DAU_SPAN,
+    Activity,
     ActivityBucketRow,
     LiveUsage,
     TopUser,
@@ -975,7 +977,10 @@ class _AnalyticsQueries:
     def _sessions(self, start: datetime, end: datetime) -> list[ProxySession]:
         return [s for s in self._t.proxy_sessions.values() if start <= s.started_at < end]
 
-    def usage_by_bucket(self, user_id: UUID, window: Window) -> list[UsageBucketRow]:
+    def usage(self, user_id: UUID, window: Window) -> tuple[list[UsageBucketRow], LiveUsage]:
+        return self._usage_by_bucket(user_id, window), self._live_usage(user_id, window.end)
+
+    def _usage_by_bucket(self, user_id: UUID, window: Window) -> list[UsageBucketRow]:
         sums: dict[int, list[int]] = {}
         for session in self._sessions(window.start, window.end):
             if session.user_id != user_id:
@@ -987,7 +992,7 @@ class _AnalyticsQueries:
             row[3] += session_microseconds(session.started_at, session.ended_at, window.end)
         return [UsageBucketRow(index, *values) for index, values in sorted(sums.items())]
 
-    def live_usage(self, user_id: UUID, now: datetime) -> LiveUsage:
+    def _live_usage(self, user_id: UUID, now: datetime) -> LiveUsage:
         return LiveUsage(
             active_sessions=sum(
                 1
@@ -999,10 +1004,13 @@ class _AnalyticsQueries:
             ),
         )
 
-    def activity_with_top_users(
-        self, window: Window, *, limit: int
-    ) -> tuple[list[ActivityBucketRow], list[TopUser]]:
-        return self._activity(window), self._top_users(window, limit)
+    def activity(self, window: Window, *, limit: int) -> Activity:
+        return Activity(
+            buckets=self._activity(window),
+            top_users=self._top_users(window, limit),
+            active_users=self._active_users(window.start, window.end),
+            daily_active_users=self._active_users(window.end - DAU_SPAN, window.end),
+        )
 
     def _activity(self, window: Window) -> list[ActivityBucketRow]:
         rows: dict[int, ActivityBucketRow] = {}
@@ -1038,7 +1046,7 @@ class _AnalyticsQueries:
             rows[index] = dataclasses.replace(rows[index], active_users=len(seen))
         return [rows[index] for index in sorted(rows)]
 
-    def active_users(self, start: datetime, end: datetime) -> int:
+    def _active_users(self, start: datetime, end: datetime) -> int:
         return len({s.user_id for s in self._sessions(start, end)})
 
     def _top_users(self, window: Window, limit: int) -> list[TopUser]:

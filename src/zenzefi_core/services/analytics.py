@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from zenzefi_core.analytics import (
-    DAU_SPAN,
     TOP_USERS,
     GlobalReport,
     Period,
@@ -42,8 +41,7 @@ class GetUsageStats:
         window = Window.ending_at(query.period, self._clock.now())
         with self._uow_factory() as uow:
             user = active_user(uow, query.user_id)
-            rows = uow.analytics.usage_by_bucket(user.id, window)
-            live = uow.analytics.live_usage(user.id, window.end)
+            rows, live = uow.analytics.usage(user.id, window)
         return usage_report(window, rows, live)
 
 
@@ -66,9 +64,11 @@ class GetGlobalStats:
         window = Window.ending_at(query.period, self._clock.now())
         with self._uow_factory() as uow:
             require_superuser(uow.users.get(query.actor_id))
-            rows, top = uow.analytics.activity_with_top_users(window, limit=TOP_USERS)
-            active = uow.analytics.active_users(window.start, window.end)
-            daily = uow.analytics.active_users(window.end - DAU_SPAN, window.end)
+            activity = uow.analytics.activity(window, limit=TOP_USERS)
         return global_report(
-            window, rows, active_users=active, daily_active_users=daily, top_users=top
+            window,
+            activity.buckets,
+            active_users=activity.active_users,
+            daily_active_users=activity.daily_active_users,
+            top_users=activity.top_users,
         )

@@ -1,33 +1,26 @@
-"""The analytics port in SQL: every figure is a grouped aggregate, bucketed in the database.
+"""The analytics port in SQL: every figure is an aggregate computed in the database.
 
-A row's bucket is `floor((moment - window.start) / width)`, computed exactly, in integer
-microseconds, on both engines:
+PostgreSQL answers each report with one fixed statement (`_POSTGRES_USAGE`,
+`_POSTGRES_ACTIVITY`) that reads every bucket as its own range of an index (`LATERAL` over the
+bucket bounds, which the core computes and passes as two arrays): no bucket is computed per
+row, nothing is sorted, and the statement text never changes, so SQLAlchemy does not build a
+statement per call and psycopg can prepare it.
 
-- PostgreSQL: `date_part('epoch', moment - :start)` is a double holding the interval's exact
-  microsecond count divided by a million; times a million and rounded back to `bigint` it is
-  that count again (a month is ~2.6e12 microseconds, far inside a double's exact integers), and
-  float arithmetic is several times cheaper than `EXTRACT`'s `numeric` over millions of rows;
-- SQLite stores a moment as the text `YYYY-MM-DD HH:MM:SS.ffffff` (see `types.UtcDateTime`):
-  `strftime('%s', …)` of its first 19 characters gives its whole seconds, and characters 21 to
-  26 its microseconds.
-
+SQLite groups by a bucket computed per row, exactly, in integer microseconds: it stores a
+moment as the text `YYYY-MM-DD HH:MM:SS.ffffff` (see `types.UtcDateTime`), `strftime('%s', …)`
+of its first 19 characters gives its whole seconds, and characters 21 to 26 its microseconds.
 Floating point (`julianday`) would put a moment lying on a bucket boundary on either side of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
-    BigInteger,
     Connection,
     Integer,
-    String,
-    Subquery,
-    Uuid,
     and_,
     bindparam,
     case,
@@ -38,9 +31,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    true,
     type_coerce,
-    union_all,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -52,6 +43,8 @@ from zenzefi_core.adapters.sqlalchemy.tables import (
 )
 from zenzefi_core.adapters.sqlalchemy.types import Money, UtcDateTime
 from zenzefi_core.analytics import (
+    DAU_SPAN,
+    Activity,
     ActivityBucketRow,
     LiveUsage,
     TopUser,
@@ -60,19 +53,132 @@ from zenzefi_core.analytics import (
 )
 from zenzefi_core.domain import TransactionType
 from zenzefi_core.domain.tokens import BUNDLE_PURCHASE_REFERENCE, TOKEN_REFERENCE
-from zenzefi_core.money import ZERO
+from zenzefi_core.money import ZERO, quantize
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+
+# On plans: both statements are left to PostgreSQL's plan cache. Their bucket bounds come
+# from `unnest` at run time whatever the plan, so a generic plan is the very nested loop of
+# index ranges a custom plan is (checked with `EXPLAIN` on the bench database, a heavy user's
+# month and the whole month alike), minus the planning. The statements built per call before
+# them had to force custom plans: with the bounds as parameters a generic plan could not see
+# whether a window held a day or a month, and made a month's figures several times slower.
+
+#: A user's report in one statement and one round trip: each bucket's range of the covering
+#: `(user_id, started_at)` index summed, the durations to `:now` for sessions still open (or
+#: ended after it) in exact microseconds (`date_part('epoch', …)` is a double holding the
+#: interval's microsecond count over a million, exact far beyond a month), and the two live
+#: counts from their partial indexes. Every bucket comes back, empty ones with zero sessions,
+#: so the live counts arrive even without sessions.
+_POSTGRES_USAGE = text(
+    """
+SELECT CAST(e.i - 1 AS integer), per.requests, per.moved, per.sessions, per.lasted,
+       live.open_sessions, live.usable
+FROM unnest(CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[])) WITH ORDINALITY
+     AS e(lo, hi, i)
+CROSS JOIN LATERAL (
+    SELECT CAST(coalesce(sum(s.request_count), 0) AS bigint) AS requests,
+           CAST(coalesce(sum(s.bytes_in + s.bytes_out), 0) AS bigint) AS moved,
+           count(*) AS sessions,
+           CAST(coalesce(sum(CAST(date_part('epoch',
+                    CASE WHEN s.ended_at IS NULL OR s.ended_at > :now THEN :now
+                         ELSE s.ended_at END - s.started_at) * 1000000 AS bigint)), 0)
+                AS bigint) AS lasted
+    FROM proxy_sessions AS s
+    WHERE s.user_id = :user_id AND s.started_at >= e.lo AND s.started_at < e.hi
+) AS per
+CROSS JOIN (
+    SELECT (SELECT count(*) FROM proxy_sessions AS o
+            WHERE o.user_id = :user_id AND o.ended_at IS NULL) AS open_sessions,
+           (SELECT count(*) FROM access_tokens AS t
+            WHERE t.user_id = :user_id AND t.revoked_at IS NULL
+              AND (t.expires_at IS NULL OR t.expires_at > :now)) AS usable
+) AS live
+ORDER BY e.i
+"""
+)
+
+#: The operators' report in one statement. Per bucket: the users created (an index range),
+#: the ledger (ranges of the covering `(transaction_type, created_at)` index) and the
+#: sessions summed per user (a range of the covering `started_at` index, hashed by user: a
+#: few thousand users, never spilled). Those per-user sums (`per`) are rolled up into the
+#: buckets and, grouped by user, into the ranking, whose rows also carry how many users there
+#: were (the window's active users) and how many of them had a session from bucket
+#: `:recent_from` on (the last 24 hours): one pass over the window's sessions for all of it.
+#: Rows with a bucket are the buckets' (all of them), rows without one the top users'.
+_POSTGRES_ACTIVITY = text(
+    """
+WITH edges AS MATERIALIZED (
+    SELECT CAST(e.i - 1 AS integer) AS i, e.lo, e.hi
+    FROM unnest(CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[])) WITH ORDINALITY
+         AS e(lo, hi, i)
+), per AS MATERIALIZED (
+    SELECT e.i, p.user_id, p.requests, p.moved
+    FROM edges AS e
+    CROSS JOIN LATERAL (
+        SELECT s.user_id, sum(s.request_count) AS requests,
+               sum(s.bytes_in + s.bytes_out) AS moved
+        FROM proxy_sessions AS s
+        WHERE s.started_at >= e.lo AND s.started_at < e.hi
+        GROUP BY s.user_id
+    ) AS p
+), ranked AS (
+    SELECT user_id, sum(requests) AS requests, sum(moved) AS moved,
+           count(*) OVER () AS active,
+           sum(CASE WHEN max(i) >= :recent_from THEN 1 ELSE 0 END) OVER () AS recent
+    FROM per
+    GROUP BY user_id
+)
+SELECT e.i, NULL AS user_id, NULL AS email, joined.n, ledger.tokens, ledger.bundles,
+       ledger.revenue, ledger.refunds, ledger.bonuses,
+       CAST(coalesce(proxy.requests, 0) AS bigint), CAST(coalesce(proxy.moved, 0) AS bigint),
+       coalesce(proxy.people, 0)
+FROM edges AS e
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM users AS u WHERE u.created_at >= e.lo AND u.created_at < e.hi
+) AS joined
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE x.transaction_type = :purchase
+                              AND x.reference_type = :token) AS tokens,
+           count(*) FILTER (WHERE x.transaction_type = :purchase
+                              AND x.reference_type = :bundle) AS bundles,
+           sum(-x.amount) FILTER (WHERE x.transaction_type = :purchase) AS revenue,
+           sum(x.amount) FILTER (WHERE x.transaction_type = :refund) AS refunds,
+           sum(x.amount) FILTER (WHERE x.transaction_type = :bonus) AS bonuses
+    FROM transactions AS x
+    WHERE x.transaction_type IN (:purchase, :refund, :bonus)
+      AND x.created_at >= e.lo AND x.created_at < e.hi
+) AS ledger
+LEFT JOIN (
+    SELECT i, sum(requests) AS requests, sum(moved) AS moved, count(*) AS people
+    FROM per
+    GROUP BY i
+) AS proxy ON proxy.i = e.i
+UNION ALL
+SELECT NULL, r.user_id, u.email, r.active, r.recent, NULL, NULL, NULL, NULL,
+       CAST(r.requests AS bigint), CAST(r.moved AS bigint), NULL
+FROM (SELECT * FROM ranked ORDER BY requests DESC, moved DESC, user_id LIMIT :rank) AS r
+JOIN users AS u ON u.id = r.user_id
+"""
+)
 
 
 def _moment(value: datetime) -> ColumnElement[datetime]:
     return literal(value, UtcDateTime())
 
 
-def _whole_microseconds(interval: Any) -> Any:
-    """A PostgreSQL interval as an integer count of microseconds (the cast rounds)."""
-    return cast(func.date_part("epoch", interval) * 1_000_000, BigInteger)
+def _money(amount: Any) -> Any:
+    return ZERO if amount is None else quantize(amount)
+
+
+def _recent_bucket(window: Window) -> int | None:
+    """The first bucket of the window's last `DAU_SPAN`, when that span is whole buckets of
+    it (a day's hours, a week's or a month's last day); None otherwise."""
+    offset = window.end - DAU_SPAN - window.start
+    if offset < timedelta(0) or offset % window.width:
+        return None
+    return offset // window.width
 
 
 class SqlAnalyticsQueries:
@@ -80,31 +186,123 @@ class SqlAnalyticsQueries:
         self._c = connection
         self._sqlite = connection.dialect.name == "sqlite"
 
-    def _plan_per_window(self) -> None:
-        """On PostgreSQL, plan every query of this port for its own window.
+    # --- The port. ---
 
-        psycopg prepares a statement run five times on a connection, and PostgreSQL may then
-        reuse one generic plan whatever the window: a plan that cannot see whether the window
-        holds a day or a month of sessions. On the bench database (`bench/analytics.py`) the
-        generic plans made a month's active users 60 -> 1,400 ms and its top users
-        480 -> 2,900 ms. The setting lasts until the transaction ends, so every call makes it
-        again (a unit of work may commit between two).
-        """
-        if not self._sqlite:
-            self._c.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-
-    # --- Exact time arithmetic, one spelling per engine. ---
-
-    def _microseconds_since(self, column: ColumnElement[Any], origin: datetime) -> Any:
-        """`column - origin` in whole microseconds, as an integer expression."""
+    def usage(self, user_id: UUID, window: Window) -> tuple[list[UsageBucketRow], LiveUsage]:
         if self._sqlite:
-            # Without the fraction: SQLite keeps times in milliseconds internally and would
-            # round `…:59.9996` up into the next second.
-            seconds = cast(func.strftime("%s", func.substr(column, 1, 19)), Integer)
-            fraction = cast(func.substr(column, 21, 6), Integer)
-            origin_us = (origin - _EPOCH) // _MICROSECOND
-            return seconds * 1_000_000 + fraction - origin_us
-        return _whole_microseconds(column - _moment(origin))
+            return self._sqlite_usage_by_bucket(user_id, window), self._sqlite_live_usage(
+                user_id, window.end
+            )
+        buckets = window.buckets()
+        rows: list[UsageBucketRow] = []
+        live = LiveUsage(active_sessions=0, active_tokens=0)
+        for index, requests, moved, sessions, lasted, open_sessions, usable in self._c.execute(
+            _POSTGRES_USAGE,
+            {
+                "user_id": user_id,
+                "lo": [bucket.start for bucket in buckets],
+                "hi": [bucket.end for bucket in buckets],
+                "now": window.end,
+            },
+        ):
+            live = LiveUsage(active_sessions=open_sessions, active_tokens=usable)
+            if sessions:
+                rows.append(UsageBucketRow(index, requests, moved, sessions, lasted))
+        return rows, live
+
+    def activity(self, window: Window, *, limit: int) -> Activity:
+        recent: int | None = None
+        if self._sqlite:
+            buckets = self._sqlite_activity(window)
+            top = self._sqlite_top_users(window, limit)
+            active = self._active_users(window.start, window.end)
+        else:
+            buckets, top, active, recent = self._postgres_activity(window, limit)
+        if recent is None:
+            recent = self._active_users(window.end - DAU_SPAN, window.end)
+        return Activity(
+            buckets=buckets, top_users=top, active_users=active, daily_active_users=recent
+        )
+
+    # --- PostgreSQL. ---
+
+    def _postgres_activity(
+        self, window: Window, limit: int
+    ) -> tuple[list[ActivityBucketRow], list[TopUser], int, int | None]:
+        """The buckets, top users and active users from `_POSTGRES_ACTIVITY`, and the last
+        day's active users, or None when that day is not whole buckets of the window."""
+        recent_from = _recent_bucket(window)
+        buckets = window.buckets()
+        rows: list[ActivityBucketRow] = []
+        top: list[TopUser] = []
+        active, recent = 0, 0
+        for index, user_id, email, *counts, requests, moved, people in self._c.execute(
+            _POSTGRES_ACTIVITY,
+            {
+                "lo": [bucket.start for bucket in buckets],
+                "hi": [bucket.end for bucket in buckets],
+                # Past the last bucket when the span is not whole buckets: counted apart.
+                "recent_from": window.count if recent_from is None else recent_from,
+                # At least one row, which carries the active users whatever `limit` is.
+                "rank": max(limit, 1),
+                "purchase": TransactionType.PURCHASE.value,
+                "refund": TransactionType.REFUND.value,
+                "bonus": TransactionType.REFERRAL_BONUS.value,
+                "token": TOKEN_REFERENCE,
+                "bundle": BUNDLE_PURCHASE_REFERENCE,
+            },
+        ):
+            if index is None:
+                active, recent = int(counts[0]), int(counts[1])
+                top.append(TopUser(user_id, email, requests, moved))
+                continue
+            joined, tokens, bundles, revenue, refunds, bonuses = counts
+            row = ActivityBucketRow(
+                index,
+                new_users=joined,
+                token_purchases=tokens,
+                bundle_purchases=bundles,
+                revenue=_money(revenue),
+                refunds=_money(refunds),
+                referral_bonuses=_money(bonuses),
+                proxy_requests=requests,
+                bytes_transferred=moved,
+                active_users=people,
+            )
+            if row != ActivityBucketRow(index):
+                rows.append(row)
+        top.sort(key=lambda user: (-user.requests, -user.bytes_transferred, user.user_id))
+        return rows, top[:limit], active, None if recent_from is None else recent
+
+    # --- Both engines. ---
+
+    def _active_users(self, start: datetime, end: datetime) -> int:
+        # One probe of the `(user_id, started_at)` index per user, instead of collecting the
+        # distinct users of every session in the span.
+        s = proxy_sessions.c
+        count = self._c.execute(
+            select(func.count())
+            .select_from(users)
+            .where(exists().where(s.user_id == users.c.id, self._started_in(start, end)))
+        ).scalar_one()
+        return int(count)
+
+    @staticmethod
+    def _started_in(start: datetime, end: datetime) -> ColumnElement[bool]:
+        started = proxy_sessions.c.started_at
+        return and_(started >= start, started < end)
+
+    # --- SQLite: exact time arithmetic on its text timestamps, grouped by bucket. ---
+
+    @staticmethod
+    def _microseconds_since(column: ColumnElement[Any], origin: datetime) -> Any:
+        """`column - origin` in whole microseconds, as an integer expression."""
+        # Without the fraction: SQLite keeps times in milliseconds internally and would round
+        # `…:59.9996` up into the next second.
+        seconds = cast(func.strftime("%s", func.substr(column, 1, 19)), Integer)
+        fraction = cast(func.substr(column, 21, 6), Integer)
+        origin_us = (origin - _EPOCH) // _MICROSECOND
+        return seconds * 1_000_000 + fraction - origin_us
 
     def _bucket(self, column: ColumnElement[Any], window: Window) -> Any:
         # Integer division of a non-negative offset: the floor.
@@ -115,12 +313,10 @@ class SqlAnalyticsQueries:
         """Microseconds from a session's start to its end, or to `now` while it is open."""
         ended = proxy_sessions.c.ended_at
         until = case((or_(ended.is_(None), ended > _moment(now)), _moment(now)), else_=ended)
-        if self._sqlite:
-            # `until` is text here; the difference of two offsets from one origin is exact.
-            return self._microseconds_since(until, _EPOCH) - self._microseconds_since(
-                proxy_sessions.c.started_at, _EPOCH
-            )
-        return _whole_microseconds(until - proxy_sessions.c.started_at)
+        # `until` is text here; the difference of two offsets from one origin is exact.
+        return self._microseconds_since(until, _EPOCH) - self._microseconds_since(
+            proxy_sessions.c.started_at, _EPOCH
+        )
 
     @staticmethod
     def _money_sum(condition: ColumnElement[bool], amount: Any) -> Any:
@@ -131,64 +327,21 @@ class SqlAnalyticsQueries:
     def _count_where(condition: ColumnElement[bool]) -> Any:
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
-    @staticmethod
-    def _edges(window: Window) -> Subquery:
-        """The window's buckets as rows `(i, lo, hi)`, their bounds computed by the core.
-
-        PostgreSQL reads each bucket as its own range of an index (`LATERAL`) instead of
-        grouping by a computed bucket: the planner cannot know that such an expression has at
-        most 30 values, so it sorts every row of the window first (100,000 for a heavy user's
-        month, spilling to disk), and a `COUNT(DISTINCT)` per bucket forces that sort anyway.
-        """
-        return union_all(
-            *(
-                select(
-                    literal(index, Integer).label("i"),
-                    _moment(bucket.start).label("lo"),
-                    _moment(bucket.end).label("hi"),
-                )
-                for index, bucket in enumerate(window.buckets())
-            )
-        ).subquery("edges")
-
-    @staticmethod
-    def _started_in(start: datetime, end: datetime) -> ColumnElement[bool]:
-        started = proxy_sessions.c.started_at
-        return and_(started >= start, started < end)
-
-    # --- The port. ---
-
-    def usage_by_bucket(self, user_id: UUID, window: Window) -> list[UsageBucketRow]:
-        self._plan_per_window()
+    def _sqlite_usage_by_bucket(self, user_id: UUID, window: Window) -> list[UsageBucketRow]:
         c = proxy_sessions.c
-        sums = (
-            func.sum(c.request_count).label("requests"),
-            func.sum(c.bytes_in + c.bytes_out).label("moved"),
-            func.count().label("sessions"),
-            func.sum(self._session_duration(window.end)).label("lasted"),
+        bucket = self._bucket(c.started_at, window)
+        query = (
+            select(
+                bucket,
+                func.sum(c.request_count),
+                func.sum(c.bytes_in + c.bytes_out),
+                func.count(),
+                func.sum(self._session_duration(window.end)),
+            )
+            .where(c.user_id == user_id, self._started_in(window.start, window.end))
+            .group_by(bucket)
+            .order_by(bucket)
         )
-        if self._sqlite:
-            bucket = self._bucket(c.started_at, window)
-            query = (
-                select(bucket, *sums)
-                .where(c.user_id == user_id, self._started_in(window.start, window.end))
-                .group_by(bucket)
-                .order_by(bucket)
-            )
-        else:
-            edges = self._edges(window)
-            per = (
-                select(*sums)
-                .where(c.user_id == user_id, c.started_at >= edges.c.lo, c.started_at < edges.c.hi)
-                .lateral("per")
-            )
-            query = (
-                select(edges.c.i, per.c.requests, per.c.moved, per.c.sessions, per.c.lasted)
-                .select_from(edges.join(per, true()))
-                .where(per.c.sessions > 0)
-                .order_by(edges.c.i)
-            )
-        rows = self._c.execute(query)
         return [
             UsageBucketRow(
                 index=int(index),
@@ -197,11 +350,10 @@ class SqlAnalyticsQueries:
                 sessions=int(sessions),
                 duration_microseconds=int(duration),
             )
-            for index, requests, transferred, sessions, duration in rows
+            for index, requests, transferred, sessions, duration in self._c.execute(query)
         ]
 
-    def live_usage(self, user_id: UUID, now: datetime) -> LiveUsage:
-        self._plan_per_window()
+    def _sqlite_live_usage(self, user_id: UUID, now: datetime) -> LiveUsage:
         open_sessions = (
             select(func.count())
             .select_from(proxy_sessions)
@@ -221,28 +373,8 @@ class SqlAnalyticsQueries:
         sessions, tokens = self._c.execute(select(open_sessions, usable_tokens)).one()
         return LiveUsage(active_sessions=int(sessions), active_tokens=int(tokens))
 
-    def activity_with_top_users(
-        self, window: Window, *, limit: int
-    ) -> tuple[list[ActivityBucketRow], list[TopUser]]:
-        if self._sqlite:
-            proxy_rows = self._c.execute(self._sqlite_proxy_activity(window))
-            return self._activity(window, proxy_rows), self._sqlite_top_users(window, limit)
-        self._plan_per_window()
-        proxy: list[tuple[Any, Any, Any, Any]] = []
-        top: list[TopUser] = []
-        for index, user_id, email, requests, moved, people in self._c.execute(
-            self._proxy_activity_with_top_users(window, limit)
-        ):
-            if index is None:
-                top.append(TopUser(user_id, email, int(requests), int(moved)))
-            else:
-                proxy.append((index, requests, moved, people))
-        top.sort(key=lambda user: (-user.requests, -user.bytes_transferred, user.user_id))
-        return self._activity(window, proxy), top
-
-    def _activity(self, window: Window, proxy: Iterable[Sequence[Any]]) -> list[ActivityBucketRow]:
-        """The window's users and ledger per bucket, merged with the proxy's `(bucket,
-        requests, bytes, users)` rows."""
+    def _sqlite_activity(self, window: Window) -> list[ActivityBucketRow]:
+        """The window's new users, ledger and proxy use per bucket, merged."""
         rows: dict[int, dict[str, Any]] = {}
 
         def merge(index: Any, **values: Any) -> None:
@@ -256,8 +388,32 @@ class SqlAnalyticsQueries:
         ):
             merge(index, new_users=int(count))
 
+        t = transactions.c
+        purchase = t.transaction_type == TransactionType.PURCHASE.value
+        entry_bucket = self._bucket(t.created_at, window)
         for index, tokens, bundles, revenue, refunds, bonuses in self._c.execute(
-            self._ledger_activity(window)
+            select(
+                entry_bucket,
+                self._count_where(and_(purchase, t.reference_type == TOKEN_REFERENCE)),
+                self._count_where(and_(purchase, t.reference_type == BUNDLE_PURCHASE_REFERENCE)),
+                self._money_sum(purchase, -t.amount),
+                self._money_sum(t.transaction_type == TransactionType.REFUND.value, t.amount),
+                self._money_sum(
+                    t.transaction_type == TransactionType.REFERRAL_BONUS.value, t.amount
+                ),
+            )
+            .where(
+                t.transaction_type.in_(
+                    [
+                        TransactionType.PURCHASE.value,
+                        TransactionType.REFUND.value,
+                        TransactionType.REFERRAL_BONUS.value,
+                    ]
+                ),
+                t.created_at >= window.start,
+                t.created_at < window.end,
+            )
+            .group_by(entry_bucket)
         ):
             merge(
                 index,
@@ -268,67 +424,9 @@ class SqlAnalyticsQueries:
                 referral_bonuses=bonuses if bonuses is not None else ZERO,
             )
 
-        for index, requests, transferred, people in proxy:
-            merge(
-                index,
-                proxy_requests=int(requests),
-                bytes_transferred=int(transferred),
-                active_users=int(people),
-            )
-        return [ActivityBucketRow(index, **values) for index, values in sorted(rows.items())]
-
-    def _ledger_activity(self, window: Window) -> Any:
-        """Per bucket: purchases of tokens and of bundles, revenue, refunds, bonuses credited."""
-        t = transactions.c
-        purchase = t.transaction_type == TransactionType.PURCHASE.value
-        sums = (
-            self._count_where(and_(purchase, t.reference_type == TOKEN_REFERENCE)).label("tokens"),
-            self._count_where(and_(purchase, t.reference_type == BUNDLE_PURCHASE_REFERENCE)).label(
-                "bundles"
-            ),
-            self._money_sum(purchase, -t.amount).label("revenue"),
-            self._money_sum(t.transaction_type == TransactionType.REFUND.value, t.amount).label(
-                "refunds"
-            ),
-            self._money_sum(
-                t.transaction_type == TransactionType.REFERRAL_BONUS.value, t.amount
-            ).label("bonuses"),
-        )
-        counted = t.transaction_type.in_(
-            [
-                TransactionType.PURCHASE.value,
-                TransactionType.REFUND.value,
-                TransactionType.REFERRAL_BONUS.value,
-            ]
-        )
-        if self._sqlite:
-            entry_bucket = self._bucket(t.created_at, window)
-            return (
-                select(entry_bucket, *sums)
-                .where(counted, t.created_at >= window.start, t.created_at < window.end)
-                .group_by(entry_bucket)
-            )
-        # Each bucket's ranges of the (transaction_type, created_at) index, which carries the
-        # reference type and amount: no bucket computed per entry, no grouping of them.
-        edges = self._edges(window)
-        per = (
-            select(*sums, func.count().label("entries"))
-            .where(counted, t.created_at >= edges.c.lo, t.created_at < edges.c.hi)
-            .lateral("per")
-        )
-        return (
-            select(
-                edges.c.i, per.c.tokens, per.c.bundles, per.c.revenue, per.c.refunds, per.c.bonuses
-            )
-            .select_from(edges.join(per, true()))
-            .where(per.c.entries > 0)
-        )
-
-    def _sqlite_proxy_activity(self, window: Window) -> Any:
-        """Per bucket: requests, bytes and distinct users of the sessions started in it."""
         c = proxy_sessions.c
         started = self._bucket(c.started_at, window)
-        return (
+        for index, requests, transferred, people in self._c.execute(
             select(
                 started,
                 func.sum(c.request_count),
@@ -337,70 +435,14 @@ class SqlAnalyticsQueries:
             )
             .where(self._started_in(window.start, window.end))
             .group_by(started)
-        )
-
-    def _proxy_activity_with_top_users(self, window: Window, limit: int) -> Any:
-        """Per bucket the requests, bytes and distinct users of the sessions started in it, and
-        the top users, from one pass over the window's sessions (PostgreSQL): each bucket's
-        range of the `started_at` index is summed per user (a hash of a few thousand users,
-        never spilled), and those sums (`per`) are rolled up both ways: distinct users without
-        a sort. Rows with a bucket are the buckets', rows without one the top users', in no
-        particular order."""
-        c = proxy_sessions.c
-        edges = self._edges(window)
-        per_user = (
-            select(
-                c.user_id,
-                func.sum(c.request_count).label("requests"),
-                func.sum(c.bytes_in + c.bytes_out).label("moved"),
+        ):
+            merge(
+                index,
+                proxy_requests=int(requests),
+                bytes_transferred=int(transferred),
+                active_users=int(people),
             )
-            .where(c.started_at >= edges.c.lo, c.started_at < edges.c.hi)
-            .group_by(c.user_id)
-            .lateral("per_user")
-        )
-        per = (
-            select(edges.c.i, per_user.c.user_id, per_user.c.requests, per_user.c.moved)
-            .select_from(edges.join(per_user, true()))
-            .cte("per")
-        )
-        buckets = select(
-            per.c.i,
-            cast(None, Uuid),
-            cast(None, String),
-            func.sum(per.c.requests),
-            func.sum(per.c.moved),
-            func.count(),
-        ).group_by(per.c.i)
-        requests = func.sum(per.c.requests).label("requests")
-        moved = func.sum(per.c.moved).label("moved")
-        ranked = (
-            select(per.c.user_id, requests, moved)
-            .group_by(per.c.user_id)
-            .order_by(requests.desc(), moved.desc(), per.c.user_id)
-            .limit(bindparam("top", limit))
-            .subquery("ranked")
-        )
-        top = select(
-            cast(None, Integer),
-            ranked.c.user_id,
-            users.c.email,
-            ranked.c.requests,
-            ranked.c.moved,
-            cast(None, BigInteger),
-        ).select_from(ranked.join(users, users.c.id == ranked.c.user_id))
-        return union_all(buckets, top)
-
-    def active_users(self, start: datetime, end: datetime) -> int:
-        self._plan_per_window()
-        # One probe of the `(user_id, started_at)` index per user, instead of collecting the
-        # distinct users of every session in the window (two million in a busy month).
-        s = proxy_sessions.c
-        count = self._c.execute(
-            select(func.count())
-            .select_from(users)
-            .where(exists().where(s.user_id == users.c.id, self._started_in(start, end)))
-        ).scalar_one()
-        return int(count)
+        return [ActivityBucketRow(index, **values) for index, values in sorted(rows.items())]
 
     def _sqlite_top_users(self, window: Window, limit: int) -> list[TopUser]:
         c = proxy_sessions.c
