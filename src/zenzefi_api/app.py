@@ -23,7 +23,6 @@ from zenzefi_api.auth import (
     TokenIssuer,
     provide_current_login,
     provide_current_user,
-    provide_current_user_id,
     provide_tokens,
 )
 from zenzefi_api.cache import access_cache_for
@@ -87,7 +86,6 @@ DEPENDENCIES = {
     "tokens": Provide(provide_tokens, sync_to_thread=False),
     "client_address": Provide(provide_client_address, sync_to_thread=False),
     "current_user": Provide(provide_current_user),
-    "current_user_id": Provide(provide_current_user_id, sync_to_thread=False),
     "current_login": Provide(provide_current_login, sync_to_thread=False),
 }
 

@@ -103,14 +103,6 @@ def bearer_session(connection: ASGIConnection[Any, Any, Any, Any]) -> LoginSessi
     return session
 
 
-def bearer_user_id(connection: ASGIConnection[Any, Any, Any, Any]) -> UUID:
-    """The user id in the request's verified bearer token, without reading the account."""
-    known = connection.scope.get("user")
-    if isinstance(known, User):
-        return known.id
-    return bearer_session(connection).user_id
-
-
 async def authenticated_user(connection: ASGIConnection[Any, Any, Any, Any]) -> User:
     """The active user behind the request's bearer token, looked up once per request."""
     known = connection.scope.get("user")
@@ -151,7 +143,7 @@ async def token_required(
 
 @contextmanager
 def account_checked_by_use_case() -> Iterator[None]:
-    """Around a use case given `current_user_id`: the account it cannot find is the token's
+    """Around a use case given `current_login`: the account it cannot find is the token's
     fault (401, as `IdentifyUser` says), not a missing record (404)."""
     try:
         yield
@@ -161,10 +153,6 @@ def account_checked_by_use_case() -> Iterator[None]:
 
 async def provide_current_user(request: Request[Any, Any, Any]) -> User:
     return await authenticated_user(request)
-
-
-def provide_current_user_id(request: Request[Any, Any, Any]) -> UUID:
-    return bearer_user_id(request)
 
 
 def provide_current_login(request: Request[Any, Any, Any]) -> LoginSession:

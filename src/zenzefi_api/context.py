@@ -4,16 +4,15 @@ upstream probe, built once per app by `create_app` and kept in the app's state, 
 Handlers take the parts they need as named dependencies: `core: CoreDep` (the composition root:
 `core.uow`, `core.clock`, `core.hasher`, `core.settings`), `settings: SettingsDep`,
 `client_address: ClientAddress`, `current_user: CurrentUser` (the active user behind the bearer
-token; see `auth`), `current_user_id: CurrentUserId` (only the token's user id, on routes whose
-use case checks the account itself), `current_login: CurrentLogin` (the token's id and session
-version, for those use cases) and `tokens: Tokens`.
+token; see `auth`), `current_login: CurrentLogin` (the token's user id and session version, on
+routes guarded by `token_required` whose use case checks the account and the session itself)
+and `tokens: Tokens`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
-from uuid import UUID
 
 from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
@@ -36,8 +35,6 @@ STATE_KEY = "zenzefi"
 CoreDep = NamedDependency[Core]
 SettingsDep = NamedDependency[Settings]
 CurrentUser = NamedDependency[User]
-#: The id in a verified bearer token, the account not read (routes guarded by `token_required`).
-CurrentUserId = NamedDependency[UUID]
 #: The verified bearer token's login (id and session version), the account not read: for routes
 #: guarded by `token_required`, whose use case must then check the session itself.
 CurrentLogin = NamedDependency[LoginSession]

@@ -398,9 +398,9 @@ def test_the_usage_route_checks_the_account_behind_the_token(
     client: ApiClient, app: Litestar, world: World
 ) -> None:
     """The route verifies only the token and leaves the account to the use case: a token
-    naming no account is still 401, and a deactivated account is refused at once, 403, with
-    nothing of its usage shown."""
-    stranger = api_context(app).tokens.issue(new_id())
+    naming no account is still 401, and a deactivated account's login is ended at once (401),
+    with nothing of its usage shown."""
+    stranger = api_context(app).tokens.issue(new_id(), 0)
     response = client.get(USAGE, headers={"Authorization": f"Bearer {stranger}"})
     assert response.status_code == 401, response.text
     assert "total_requests" not in response.text
@@ -411,7 +411,7 @@ def test_the_usage_route_checks_the_account_behind_the_token(
     assert off.status_code == 200, off.text
     for period in ("day", "month"):
         response = client.get(USAGE, params={"period": period}, headers=world.alice.headers)
-        assert response.status_code == 403, response.text
+        assert response.status_code == 401, response.text
         assert "total_requests" not in response.text
     # Everyone else is unaffected.
     assert client.get(USAGE, headers=world.bob.headers).status_code == 200

@@ -47,9 +47,19 @@ def signed(user_id: uuid.UUID, **claims: object) -> str:
 
 def refused_everywhere(client: ApiClient, headers: dict[str, str]) -> None:
     starter = client.get("/api/v1/bundles").json()["items"][0]
+    reads = [
+        ME,
+        BALANCE,
+        "/api/v1/users/me/referrals",
+        "/api/v1/users/me/notifications",
+        "/api/v1/currency/transactions",
+        "/api/v1/tokens/my-tokens",
+        "/api/v1/webhooks",
+        # Checks the account in its own transaction, as the purchases do.
+        "/api/v1/analytics/usage?period=month",
+    ]
     answers = [
-        client.get(ME, headers=headers),
-        client.get(BALANCE, headers=headers),
+        *(client.get(path, headers=headers) for path in reads),
         client.patch(ME, json={"full_name": "Mallory"}, headers=headers),
         client.post(PURCHASE, json={"duration_hours": 1}, headers=headers),
         client.post(

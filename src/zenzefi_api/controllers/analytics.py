@@ -15,7 +15,7 @@ from litestar import Controller, get
 from litestar.params import QueryParameter
 
 from zenzefi_api.auth import BEARER, account_checked_by_use_case, superuser_required, token_required
-from zenzefi_api.context import CoreDep, CurrentUser, CurrentUserId
+from zenzefi_api.context import CoreDep, CurrentLogin, CurrentUser
 from zenzefi_api.schemas import Money, Timestamp, error_responses, money, timestamp
 from zenzefi_core.analytics import (
     ActivityPoint,
@@ -221,10 +221,11 @@ class AnalyticsController(Controller):
         sync_to_thread=True,
     )
     def usage(
-        self, core: CoreDep, current_user_id: CurrentUserId, period: PeriodParam = Period.DAY
+        self, core: CoreDep, current_login: CurrentLogin, period: PeriodParam = Period.DAY
     ) -> UsageOut:
+        query = UsageQuery(current_login.user_id, period, current_login.session_version)
         with account_checked_by_use_case():
-            report = GetUsageStats(core.uow, core.clock)(UsageQuery(current_user_id, period))
+            report = GetUsageStats(core.uow, core.clock)(query)
         return UsageOut.of(report)
 
     @get(

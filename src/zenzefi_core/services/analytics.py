@@ -27,6 +27,9 @@ from zenzefi_core.services.tokens import active_user
 class UsageQuery:
     user_id: UUID
     period: Period = Period.DAY
+    #: The login's session version when the caller came through a login token: an ended
+    #: login (password changed, account deactivated since) is refused like a forged one.
+    session_version: int | None = None
 
 
 class GetUsageStats:
@@ -40,7 +43,7 @@ class GetUsageStats:
     def __call__(self, query: UsageQuery) -> UsageReport:
         window = Window.ending_at(query.period, self._clock.now())
         with self._uow_factory() as uow:
-            user = active_user(uow, query.user_id)
+            user = active_user(uow, query.user_id, query.session_version)
             rows, live = uow.analytics.usage(user.id, window)
         return usage_report(window, rows, live)
 
