@@ -174,9 +174,9 @@ class LedgerRepository(Protocol):
         """What `zenzefi check-ledger` needs to trace every entry to its cause and every
         referral bonus to a purchase that stayed paid: the users' referral links, the entries
         that name one of the product's own records, and those records (tokens, bundle
-        purchases, payments; the adjustments are the audit log's). Called first in its unit of work, they are one
-        snapshot of the store, so an entry and the record it names agree even while the shop
-        runs."""
+        purchases, payments; the adjustments are the audit log's). Called first in its unit of
+        work, they are one snapshot of the store, so an entry and the record it names agree
+        even while the shop runs."""
         ...
 
 

@@ -37,9 +37,7 @@ class LedgerReport:
                 "and were not traced."
             )
         if self.ok:
-            return (
-                f"Ledger OK: {self.users_checked} wallet(s) checked, no discrepancies.{untraced}"
-            )
+            return f"Ledger OK: {self.users_checked} wallet(s) checked, no discrepancies.{untraced}"
         headline = f"Ledger check FAILED: {len(self.discrepancies)} of {self.users_checked} "
         headline += "wallet(s) break an invariant."
         if self.problems:
