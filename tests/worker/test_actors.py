@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from tests.notifications import Notifier, SmtpServer, eventually, start_clock
+from tests.notifications import Notifier, SmtpServer, eventually, first_use, start_clock
 from tests.worker.conftest import Running, account, debit
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.clock import FixedClock
@@ -72,9 +72,10 @@ def test_a_referral_bonus_email_arrives_once(
 ) -> None:
     referrer = account(core, "ref", balance="100.00")
     buyer = account(core, "buyer", balance="50.00", referrer=referrer)
-    PurchaseToken(core.uow, core.clock, core.policy)(
+    bought = PurchaseToken(core.uow, core.clock, core.policy)(
         TokenOrder(user_id=buyer.id, duration_hours=24)
     )
+    first_use(core, bought.token)  # the bonus is paid, and told, at the token's first use
     running.settle()
 
     (received,) = smtp.wait_for(1)
