@@ -148,7 +148,7 @@ def test_the_referral_economy_creates_no_money(store_maker: StoreMaker) -> None:
                     discount_percent=Decimal("66.6"),
                 )
             )
-            self.bundles = [starter, odd]
+            self.offers = [starter, odd]
             self.ids: dict[str, UUID] = {}
             self.codes: dict[str, str] = {}
             self.model = Model()
@@ -262,7 +262,7 @@ def test_the_referral_economy_creates_no_money(store_maker: StoreMaker) -> None:
         def buy_bundle(self, data: st.DataObject, which: int) -> None:
             self.tick()
             name = data.draw(st.sampled_from(sorted(self.ids)))
-            bundle = self.bundles[which]
+            bundle = self.offers[which]
             order = BundleOrder(user_id=self.ids[name], bundle_id=bundle.id)
             if not self.model.active[name]:
                 with pytest.raises(AccountDisabled):
