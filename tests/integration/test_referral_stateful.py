@@ -75,7 +75,7 @@ AMOUNTS = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("400.00"), pl
 TEN = Decimal("10")
 
 SETTINGS = settings(
-    max_examples=8,
+    max_examples=6,
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
