@@ -228,3 +228,48 @@ def test_racing_token_retries_with_one_key_charge_once(
     assert [r.plaintext is not None for r in results].count(True) == 1
     assert balance_of(uow_factory, rita.id) == Decimal("82.00")
     assert shop.list_tokens(TokenQuery(user_id=rita.id)).total == 1
+
+
+def test_a_first_use_racing_the_refund_either_pays_or_cancels_the_share(
+    uow_factory: UnitOfWorkFactory, clock: FixedClock
+) -> None:
+    """The attacker's race: refund a token at the very moment it is first used, hoping for
+    both the refund and the referrer's bonus. Exactly one of the two happens, every time."""
+    shop = Shop(uow_factory, clock, ShopPolicy())
+    paul = open_account(uow_factory, clock, "paul")
+    rita = open_account(uow_factory, clock, "rita", balance="1800.00", referrer=paul)
+    outcomes = []
+    for round_ in range(10):
+        token = shop.purchase_token(TokenOrder(user_id=rita.id, duration_hours=24)).token
+        won: list[str] = []
+
+        def refund(token: AccessToken = token, won: list[str] = won) -> None:
+            try:
+                shop.revoke(TokenRevocation(user_id=rita.id, token_id=token.id))
+                won.append("refund")
+            except (TokenAlreadyActivated, TokenAlreadyRevoked):
+                pass
+
+        def first_use(
+            token: AccessToken = token, round_: int = round_, won: list[str] = won
+        ) -> None:
+            try:
+                shop.use(token, f"device-{round_:04d}")
+                won.append("use")
+            except InvalidAccessToken:
+                pass
+
+        assert run_together([refund, first_use]) == []
+        assert len(won) == 1, won
+        with uow_factory() as uow:
+            share = uow.referrals.share_for_token(token.id)
+        assert share is not None
+        expected = ShareState.CANCELLED if won == ["refund"] else ShareState.CREDITED
+        assert share.state is expected
+        outcomes.append(won[0])
+
+    used = outcomes.count("use")
+    assert balance_of(uow_factory, paul.id) == Decimal("1.80") * used
+    assert balance_of(uow_factory, rita.id) == Decimal("1800.00") - Decimal("18.00") * used
+    report = CheckLedger(uow_factory)()
+    assert report.ok, report.render()
