@@ -345,7 +345,7 @@ SELECT clawback_id, referrer_id, -amount, 'referral_clawback',
 FROM b_bonus WHERE revoked_at IS NOT NULL;
 INSERT INTO b_tx
 SELECT {uid(TX_DEPOSIT, "u.n * 1000 + k")}, u.id, ceil((s.spent + 100) / c.count / 100) * 100,
-       'deposit', 'Deposit', 'payment', 'bench-deposit-' || u.n || '-' || k,
+       'deposit', 'Deposit', 'bench_deposit', 'bench-deposit-' || u.n || '-' || k,
        u.created_at + k * interval '1 millisecond'
 FROM b_users AS u
 LEFT JOIN (SELECT user_id, -sum(amount) AS spent FROM b_tx WHERE amount < 0 GROUP BY user_id)

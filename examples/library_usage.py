@@ -13,8 +13,9 @@ the core's ports (`zenzefi_core.ports`):
   work's `after_commit` hook, hands it each unit's events once they are committed.
 
 Then it runs the use cases a shop needs: register users (one through a referral code), deposit,
-adjust a balance as an operator, price tokens and a bundle, buy both, read the balance and the
-ledger, and audit the ledger. Run it with `python examples/library_usage.py`; the test suite runs
+adjust a balance as an operator, price tokens and a bundle, buy both, use the token (which pays
+the referrer its bonus: bonuses wait for a token's first use), read the balance and the ledger,
+and audit the ledger. Run it with `python examples/library_usage.py`; the test suite runs
 it too (tests/unit/test_library_example.py).
 """
 
@@ -33,6 +34,7 @@ from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
 
+from zenzefi_core.adapters.cache import InProcessCache
 from zenzefi_core.adapters.memory import MemoryStore
 from zenzefi_core.clock import SystemClock
 from zenzefi_core.domain import AuditAction, AuditEntry, OutboxEvent, TransactionType
@@ -51,6 +53,7 @@ from zenzefi_core.services.bundles import (
 )
 from zenzefi_core.services.ledger_check import CheckLedger
 from zenzefi_core.services.outbox import PublishCommittedEvents
+from zenzefi_core.services.proxy import ProxyAccess, ProxyRequest
 from zenzefi_core.services.tokens import PurchaseToken, TokenOrder
 from zenzefi_core.services.users import (
     Authenticate,
@@ -278,6 +281,7 @@ class Tour:
     bob_balance: Decimal
     alice_balance: Decimal
     alice_referral_bonus: Decimal
+    alice_bonus_pending: Decimal
     bob_ledger: list[tuple[str, Decimal]]
     audit_rows: list[tuple[str, str]]
     events: list[str]
@@ -323,14 +327,21 @@ def run(service: Service | None = None) -> Tour:
     token_price = policy.prices.price_for(24)
     starter = price_bundle(5, token_price, Decimal("10.00"))
 
-    # Purchases: a token, then the Starter Pack from the catalogue.
-    PurchaseToken(uow, clock, policy)(TokenOrder(user_id=bob.id, duration_hours=24))
+    # Purchases: a token, then the Starter Pack from the catalogue. Alice's 10 % of each is
+    # pending: an unused token can still be refunded.
+    day = PurchaseToken(uow, clock, policy)(TokenOrder(user_id=bob.id, duration_hours=24))
     SeedDefaultBundles(uow, clock, policy.prices)()
     catalogue = ListBundles(uow)(BundleQuery())
     pack = next(b for b in catalogue if b.name == "Starter Pack")
     PurchaseBundle(uow, clock, policy)(BundleOrder(user_id=bob.id, bundle_id=pack.id))
 
+    # Bob's first proxied request with the day token starts its clock; the token can no longer
+    # be refunded, so the same transaction pays Alice its bonus. The bundle's stays pending.
+    proxy = ProxyAccess(uow, clock, InProcessCache(), referrals=policy.referrals)
+    proxy.authorize(ProxyRequest(token_hash=day.token.token_hash, device_id="bob-desktop-01"))
+
     balance = GetBalance(uow)
+    referrals = GetReferralSummary(uow)(ReferralQuery(alice.id))
     ledger = ListTransactions(uow)(TransactionQuery(user_id=bob.id))
     audit = service.audit_db.execute(
         "SELECT action, target_id FROM operator_actions ORDER BY created_at"
@@ -340,7 +351,8 @@ def run(service: Service | None = None) -> Tour:
         starter_pack_price=starter.total_price,
         bob_balance=balance(bob.id),
         alice_balance=balance(alice.id),
-        alice_referral_bonus=GetReferralSummary(uow)(ReferralQuery(alice.id)).bonus_earned,
+        alice_referral_bonus=referrals.bonus_earned,
+        alice_bonus_pending=referrals.bonus_pending,
         bob_ledger=[(e.transaction_type.value, e.amount) for e in reversed(ledger.items)],
         audit_rows=[(action, target) for action, target in audit],
         events=[event.event_type for event in service.bus.received],
@@ -354,7 +366,10 @@ def main() -> None:
     print("Bob's ledger, oldest first:")
     for kind, amount in tour.bob_ledger:
         print(f"  {kind:<12} {amount:>8}")
-    print(f"Bob's balance: {tour.bob_balance}; Alice's referral bonus: {tour.alice_referral_bonus}")
+    print(
+        f"Bob's balance: {tour.bob_balance}; Alice's referral bonus: "
+        f"{tour.alice_referral_bonus} paid, {tour.alice_bonus_pending} pending"
+    )
     print(f"Operator actions in the service's own table: {tour.audit_rows}")
     print(f"Events on the service's bus: {', '.join(tour.events)}")
     print(f"Ledger consistent: {tour.ledger_ok}")

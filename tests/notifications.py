@@ -18,6 +18,7 @@ from uuid import UUID
 from aiosmtpd.controller import Controller
 
 from zenzefi_core.adapters.mail import MemoryMailer
+from zenzefi_core.bootstrap import Core
 from zenzefi_core.clock import FixedClock
 from zenzefi_core.domain import OutboxEvent
 from zenzefi_core.domain.notifications import Notification
@@ -33,6 +34,7 @@ from zenzefi_core.services.notifications import (
     Unsubscribe,
     UpdateNotificationPreferences,
 )
+from zenzefi_core.services.proxy import ProxyAccess, ProxyRequest
 
 PUBLIC_URL = "https://zenzefi.example"
 SECRET_KEY = "notification-tests-secret-" + "s" * 40
@@ -120,12 +122,19 @@ class Notifier:
 
 
 def start_clock(uow_factory: UnitOfWorkFactory, token: AccessToken, at: Any) -> AccessToken:
-    """Activate a token as its first proxied request would."""
+    """Start a token's clock at `at`, straight in the store: no session, and no referral share
+    paid (a real first request goes through `ProxyAccess`, as `first_use` does)."""
     with uow_factory() as uow:
         activated = uow.tokens.activate(token.id, at)
         uow.commit()
     assert activated is not None
     return activated
+
+
+def first_use(core: Core, token: AccessToken) -> None:
+    """The token's first proxied request, now: it starts the clock and pays the referrer."""
+    access = ProxyAccess(core.uow, core.clock, core.access_cache, referrals=core.policy.referrals)
+    access.authorize(ProxyRequest(token_hash=token.token_hash, device_id="desk-0001"))
 
 
 # --- a real SMTP server ----------------------------------------------------------------------

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
 
+from zenzefi_core.adapters.cache import InProcessCache
 from zenzefi_core.clock import FixedClock
 from zenzefi_core.domain import LedgerEntry, OutboxEvent, TransactionType, User
 from zenzefi_core.domain.bundles import TokenBundle
+from zenzefi_core.domain.tokens import AccessToken
 from zenzefi_core.policy import ShopPolicy
 from zenzefi_core.ports import UnitOfWorkFactory
 from zenzefi_core.security import fast_password_hasher
@@ -22,6 +24,7 @@ from zenzefi_core.services.bundles import (
     SeedDefaultBundles,
     UpdateBundle,
 )
+from zenzefi_core.services.proxy import ProxyAccess, ProxyRequest
 from zenzefi_core.services.tokens import ListTokens, PurchaseToken, RevokeToken
 from zenzefi_core.services.wallet import post_entry
 
@@ -124,6 +127,12 @@ class Shop:
         self.update_bundle = UpdateBundle(f, p.prices)
         self.deactivate_bundle = DeactivateBundle(f)
         self.seed = SeedDefaultBundles(f, c, p.prices)
+        self.proxy = ProxyAccess(f, c, InProcessCache(), referrals=p.referrals)
+
+    def use(self, token: AccessToken, device_id: str = "desk-0001") -> None:
+        """The token's first proxied request: it starts the token's clock, and so pays its
+        referral share."""
+        self.proxy.authorize(ProxyRequest(token_hash=token.token_hash, device_id=device_id))
 
     def seeded(self) -> dict[str, TokenBundle]:
         """The default bundles, by name."""

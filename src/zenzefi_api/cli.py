@@ -118,7 +118,7 @@ def _admin_create(core: Core, args: argparse.Namespace) -> int:
 
 
 def _check_ledger(core: Core, _args: argparse.Namespace) -> int:
-    report = CheckLedger(core.uow)()
+    report = CheckLedger(core.uow, core.policy.referrals)()
     print(report.render())
     return 0 if report.ok else 1
 
@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "check-ledger",
-        help="verify balance = sum of ledger entries and balance >= 0 for every user",
+        help="verify every wallet (balance = sum of its entries, never negative) and the money "
+        "supply (every entry has its cause; no referral bonus exceeds what stayed paid)",
     ).set_defaults(run=_check_ledger)
     return parser
 

@@ -141,7 +141,9 @@ class ProxyRuntime:
         return cls(
             settings=settings,
             core=core,
-            access=ProxyAccess(core.uow, core.clock, core.access_cache, policy),
+            access=ProxyAccess(
+                core.uow, core.clock, core.access_cache, policy, core.policy.referrals
+            ),
             status=ProxyStatus(core.uow, core.clock, core.access_cache),
         )
 

@@ -39,7 +39,7 @@ from zenzefi_core.domain.notifications import (
     NotificationState,
 )
 from zenzefi_core.domain.proxy import ProxySession, UsageDelta
-from zenzefi_core.domain.referrals import ReferralBonus
+from zenzefi_core.domain.referrals import ReferralBonus, ReferralShare, ShareState
 from zenzefi_core.domain.tokens import AccessToken
 from zenzefi_core.domain.webhooks import (
     DeliveryAttempt,
@@ -47,6 +47,8 @@ from zenzefi_core.domain.webhooks import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from zenzefi_core.money import ZERO
+from zenzefi_core.money_audit import MoneyFacts
 
 T = TypeVar("T")
 
@@ -179,6 +181,15 @@ class LedgerRepository(Protocol):
 
     def count_users(self) -> int:
         """How many wallets `discrepancies` examined."""
+        ...
+
+    def money_facts(self) -> MoneyFacts:
+        """What `zenzefi check-ledger` needs to trace every entry to its cause and every
+        referral bonus to a purchase that stayed paid: the users' referral links, the entries
+        that name one of the product's own records, and those records (tokens, bundle
+        purchases, payments; the adjustments are the audit log's). Called first in its unit of
+        work, they are one snapshot of the store, so an entry and the record it names agree
+        even while the shop runs."""
         ...
 
 
@@ -332,10 +343,37 @@ class BundleRepository(Protocol):
 
 
 class ReferralRepository(Protocol):
-    def add(self, bonus: ReferralBonus) -> None: ...
+    def add(self, bonus: ReferralBonus) -> None:
+        """Store a bonus credited at purchase (kept for tests of databases from before shares;
+        the shop itself now records `ReferralShare`s)."""
+        ...
 
     def for_purchase(self, purchase_id: UUID) -> ReferralBonus | None:
-        """The bonus a purchase (a token or a bundle purchase) earned, if it earned one."""
+        """The bonus credited at purchase for a purchase (a token or a bundle purchase), on a
+        database from before shares."""
+        ...
+
+    def add_shares(self, shares: Sequence[ReferralShare]) -> None:
+        """Store the pending shares of one purchase's bonus (one statement for a bundle)."""
+        ...
+
+    def share_for_token(self, token_id: UUID) -> ReferralShare | None: ...
+
+    def settle_share(
+        self,
+        token_id: UUID,
+        state: ShareState,
+        at: datetime,
+        *,
+        credited: Decimal = ZERO,
+        transaction_id: UUID | None = None,
+    ) -> bool:
+        """Move a pending share to its final state; one conditional statement, so a share is
+        settled once. False when it was no longer pending."""
+        ...
+
+    def pending_total(self, referrer_id: UUID) -> Decimal:
+        """The referrer's shares still pending, summed by the store."""
         ...
 
     def record_clawback(self, bonus_id: UUID, *, taken: Decimal, shortfall: Decimal) -> bool:
@@ -344,13 +382,14 @@ class ReferralRepository(Protocol):
         ...
 
     def kept_between(self, referrer_id: UUID, start: datetime, end: datetime) -> Decimal:
-        """What the referrer still holds of bonuses earned in [start, end): their amounts minus
-        what was clawed back, summed by the store."""
+        """What the referrer was paid in [start, end) and still holds: the shares credited in
+        it, plus bonuses credited at purchase in it minus what refunds took back of them;
+        summed by the store."""
         ...
 
     def lock_referrer(self, referrer_id: UUID) -> None:
         """Hold the referrer's account row until the transaction ends, so that concurrent
-        bonuses respect the monthly cap and a clawback sees the balance it takes from."""
+        payments respect the monthly cap and a clawback sees the balance it takes from."""
         ...
 
 

@@ -1,8 +1,14 @@
-"""The referral programme's rules: what a purchase earns the referrer, and what a refund takes back.
+"""The referral programme's rules: what a purchase earns the referrer, and when it is paid.
 
 Pure rules, no I/O. The default policy is the product documents': 10 % of every purchase the
 referee makes, rounded to 0.01. Operators may add a minimum purchase, limit the bonus to the
-referee's first purchase, and cap what one referrer keeps per calendar month (UTC).
+referee's first purchase, and cap what one referrer is paid per calendar month (UTC).
+
+A bonus is worked out when the purchase is made (percentage, minimum, first purchase), split over
+the purchase's tokens the way its price is (`bonus_shares`), and each token's share is paid when
+that token is first used, under the monthly cap of the month it is paid in (`within_cap`). Until
+then the token can be refunded, which cancels its share: a bonus is never paid for a purchase
+that can still be undone, so the programme cannot create money.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ class ReferralPolicy:
     minimum_purchase: Decimal = ZERO
     #: Only the referee's first purchase earns a bonus.
     first_purchase_only: bool = False
-    #: The most one referrer keeps from bonuses earned in one calendar month; None: no cap.
+    #: The most one referrer is paid in bonuses in one calendar month; None: no cap.
     monthly_cap: Decimal | None = None
 
     def __post_init__(self) -> None:
@@ -55,17 +61,23 @@ class ReferralPolicy:
     ) -> Decimal:
         """The bonus a purchase of `purchase_amount` earns; ZERO when it earns none.
 
-        `kept_this_month` is what the referrer already holds from bonuses earned this month
-        (bonuses minus what refunds reversed); the bonus never lifts it above the cap.
+        `kept_this_month` is what the referrer was already paid this month; the bonus never
+        lifts it above the cap.
         """
         if purchase_amount <= ZERO or purchase_amount < self.minimum_purchase:
             return ZERO
         if self.first_purchase_only and not first_purchase:
             return ZERO
-        bonus = quantize(purchase_amount * self.percent / HUNDRED)
-        if self.monthly_cap is not None:
-            bonus = min(bonus, max(ZERO, self.monthly_cap - kept_this_month))
-        return bonus
+        return self.within_cap(
+            quantize(purchase_amount * self.percent / HUNDRED), kept_this_month=kept_this_month
+        )
+
+    def within_cap(self, amount: Decimal, *, kept_this_month: Decimal) -> Decimal:
+        """What may be paid of `amount` to a referrer already paid `kept_this_month` this
+        month: all of it without a cap, else no more than the room left under the cap."""
+        if self.monthly_cap is None:
+            return amount
+        return min(amount, max(ZERO, self.monthly_cap - kept_this_month))
 
 
 def month_window(moment: datetime) -> tuple[datetime, datetime]:
@@ -77,6 +89,13 @@ def month_window(moment: datetime) -> tuple[datetime, datetime]:
     return start, start.replace(month=start.month + 1)
 
 
+def bonus_shares(bonus: Decimal, token_count: int) -> tuple[Decimal, ...]:
+    """A purchase's bonus split over its tokens, in issue order, exactly the way its price is
+    (`split_price`: the first token takes the leftover cents), so the shares add up to the
+    bonus and each token's share follows its price."""
+    return split_price(bonus, token_count)
+
+
 def bonus_share(bonus: Decimal, token_count: int, position: int) -> Decimal:
     """The part of a purchase's bonus that refunding its token number `position` reverses.
 
@@ -85,7 +104,7 @@ def bonus_share(bonus: Decimal, token_count: int, position: int) -> Decimal:
     """
     if not 0 <= position < token_count:
         raise InvalidInput("position must name one of the purchase's tokens")
-    return split_price(bonus, token_count)[position]
+    return bonus_shares(bonus, token_count)[position]
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,7 +200,8 @@ class ReferralSettings(BaseSettings):
     minimum_purchase: Decimal = Field(default=Decimal("0.00"), ge=0)
     #: Only a referee's first purchase earns a bonus.
     first_purchase_only: bool = False
-    #: The most a referrer keeps from one calendar month's bonuses; unset: no cap.
+    #: The most a referrer is paid in bonuses in one calendar month (UTC), counted when each
+    #: bonus is paid (at its token's first use); unset: no cap.
     monthly_cap: Decimal | None = Field(default=None, ge=0)
 
     @field_validator("minimum_purchase", "monthly_cap", mode="before")

@@ -127,7 +127,9 @@ class World:
         self.core = core
         self.clock = clock
         self.story = Story(now=clock.now())
-        self.access = ProxyAccess(core.uow, clock, core.access_cache, ProxyPolicy())
+        self.access = ProxyAccess(
+            core.uow, clock, core.access_cache, ProxyPolicy(), core.policy.referrals
+        )
 
     def at(self, moment: datetime) -> None:
         self.clock.set(moment)
@@ -154,17 +156,15 @@ class World:
                 uow.commit()
         return user.id
 
-    def buy_token(self, user_id: UUID, hours: int, *, referrer_bonus: str = "0") -> str:
+    def buy_token(self, user_id: UUID, hours: int) -> str:
         bought = PurchaseToken(self.core.uow, self.clock, self.core.policy)(
             TokenOrder(user_id=user_id, duration_hours=hours)
         )
         self.story.sales.append(Sale(self.clock.now(), "token", bought.token.price_paid))
-        if Decimal(referrer_bonus):
-            self.story.bonuses.append((self.clock.now(), Decimal(referrer_bonus)))
         assert bought.plaintext is not None
         return bought.plaintext
 
-    def buy_bundle(self, user_id: UUID, name: str, *, referrer_bonus: str) -> None:
+    def buy_bundle(self, user_id: UUID, name: str) -> None:
         [bundle] = [
             b for b in ListBundles(self.core.uow)(BundleQuery(active_only=True)) if b.name == name
         ]
@@ -172,7 +172,6 @@ class World:
             BundleOrder(user_id=user_id, bundle_id=bundle.id)
         )
         self.story.sales.append(Sale(self.clock.now(), "bundle", bundle.total_price))
-        self.story.bonuses.append((self.clock.now(), Decimal(referrer_bonus)))
 
     def use(
         self,
@@ -183,12 +182,16 @@ class World:
         bytes_in: int,
         *,
         busy_for: timedelta = timedelta(minutes=1),
+        referrer_bonus: str = "0",
     ) -> None:
-        """Open a session on `device` now (activating the token on its first use) and record
-        its traffic, as the proxy's flush would, the last request `busy_for` later."""
+        """Open a session on `device` now (activating the token on its first use, which pays
+        the referrer `referrer_bonus`) and record its traffic, as the proxy's flush would, the
+        last request `busy_for` later."""
         grant = self.access.authorize(
             ProxyRequest(token_hash=hash_access_token(token), device_id=device)
         )
+        if Decimal(referrer_bonus):
+            self.story.bonuses.append((self.clock.now(), Decimal(referrer_bonus)))
         bytes_out = 3 * bytes_in
         RecordUsage(self.core.uow)(
             [
@@ -229,17 +232,18 @@ def write_story(world: World) -> None:
     world.at(now - timedelta(minutes=30))
     world.use("alice", week, "desk-0001", requests=7, bytes_in=250, busy_for=timedelta(minutes=30))
 
-    # Bob joins through Alice's code and buys; Alice earns 10 % of each purchase.
+    # Bob joins through Alice's code and buys; Alice earns 10 % of each purchase, paid when
+    # the token it came from is first used: the 1 h token's 0.10 now, the bundle's 8.10 pending.
     world.at(now - timedelta(hours=4, minutes=10))
     with world.core.uow() as uow:
         code = uow.users.get(alice)
     assert code is not None
     bob = world.register("bob", ref=code.referral_code, deposit="200.00")
     world.at(now - timedelta(hours=3, minutes=20))
-    world.buy_bundle(bob, "Starter Pack", referrer_bonus="8.10")
+    world.buy_bundle(bob, "Starter Pack")
     world.at(now - timedelta(hours=2, minutes=15))
-    bobs = world.buy_token(bob, 1, referrer_bonus="0.10")
-    world.use("bob", bobs, "bob-pc-0001", requests=3, bytes_in=100)
+    bobs = world.buy_token(bob, 1)
+    world.use("bob", bobs, "bob-pc-0001", requests=3, bytes_in=100, referrer_bonus="0.10")
 
     # A day token Alice has not used yet.
     world.at(now - timedelta(minutes=50))
@@ -404,11 +408,12 @@ def test_a_user_logs_in_and_sees_usage_tokens_and_referrals(browser: Any, runnin
         day = _dataset(_chart(page, "usage-chart"), "Requests")
         assert day == [0] * 18 + [12, 0, 0, 0, 0, 7], "Alice's sessions 5.5 h and 0.5 h ago"
 
-        assert page.inner_text("#balance") == "389.20 ZNC"  # 500 - 1 - 100 - 18 + 8.10 + 0.10
+        assert page.inner_text("#balance") == "381.10 ZNC"  # 500 - 1 - 100 - 18 + 0.10
         assert page.inner_text("#active-sessions") == "1"  # the others were closed as idle
         assert page.inner_text("#active-tokens") == "2"  # the unused day token and the week one
         assert page.inner_text("#referral-count") == "1"
-        assert page.inner_text("#referral-earned") == "8.20 ZNC"
+        assert page.inner_text("#referral-earned") == "0.10 ZNC"
+        assert page.inner_text("#referral-pending") == "8.10 ZNC"
         with running.core.uow() as uow:
             me = uow.users.get_by_email("alice@example.com")
         assert me is not None
@@ -475,7 +480,7 @@ def test_an_operator_sees_revenue_purchases_traffic_and_top_users(
 
         # Month: everything in the story, in figures and in the top-users table.
         assert page.inner_text("#revenue") == "201.00 ZNC"  # 1 + 100 + 81 + 1 + 18
-        assert page.inner_text("#bonuses") == "8.20 ZNC"
+        assert page.inner_text("#bonuses") == "0.10 ZNC"
         assert page.inner_text("#token-purchases") == "4"
         assert page.inner_text("#bundle-purchases") == "1"
         assert page.inner_text("#proxy-requests") == "67"

@@ -49,8 +49,8 @@ def _user(
             username=name,
             password="correct horse",
         )
+        uow.users.set_superuser(user.id, is_superuser)
         user = dataclasses.replace(user, is_superuser=is_superuser)
-        uow.users.update(user)
         uow.commit()
     return user
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,9 +14,16 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, func, select, update
 
+from tests.conftest import uow_factory_for
+from tests.shop import open_account
 from zenzefi_core.adapters.sqlalchemy import current_revision, make_engine
 from zenzefi_core.adapters.sqlalchemy.migrate import alembic_config
 from zenzefi_core.adapters.sqlalchemy.tables import users
+from zenzefi_core.clock import FixedClock
+from zenzefi_core.domain import TransactionType
+from zenzefi_core.domain.tokens import TokenScope
+from zenzefi_core.services.tokens import issue_token
+from zenzefi_core.services.wallet import post_entry
 
 ZENZEFI = Path(sys.executable).parent / "zenzefi"
 ADMIN = ["admin", "create", "--email", "a@example.com", "--username", "admin"]
@@ -129,3 +137,72 @@ def test_admin_create_refuses_bad_input_with_exit_code_2(
     assert taken.stderr.strip() == "error: A user with this username already exists"
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(users)).scalar_one() == 1
+
+
+def test_check_ledger_fails_on_a_bonus_paid_for_a_refunded_purchase(
+    database: tuple[dict[str, str], Engine],
+) -> None:
+    """Rows written straight into the store, as the farming loop of issue 13 left them on older
+    databases: every wallet balances, yet a bonus stayed paid for a purchase that was undone."""
+    env, engine = database
+    assert zenzefi(env, "migrate").returncode == 0
+    clock = FixedClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
+    uow = uow_factory_for(engine)
+    referrer = open_account(uow, clock, "farmer_a")
+    referee = open_account(uow, clock, "farmer_b", balance="300.00", referrer=referrer)
+    with uow() as unit:
+        token = issue_token(
+            user_id=referee.id,
+            duration_hours=720,
+            scope=TokenScope.FULL,
+            price_paid=Decimal("300.00"),
+            created_at=clock.now(),
+        ).token
+        unit.tokens.add_all([token])
+        for user, amount, kind in [
+            (referee, "-300.00", TransactionType.PURCHASE),
+            (referrer, "30.00", TransactionType.REFERRAL_BONUS),
+            (referee, "300.00", TransactionType.REFUND),
+        ]:
+            post_entry(
+                unit,
+                clock,
+                user_id=user.id,
+                amount=Decimal(amount),
+                transaction_type=kind,
+                description="written directly",
+                reference_type="token",
+                reference_id=str(token.id),
+            )
+        assert unit.tokens.revoke(token.id, clock.now())
+        unit.commit()
+
+    broken = zenzefi(env, "check-ledger")
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    lines = broken.stdout.splitlines()
+    assert lines[0] == (
+        "Ledger check FAILED: 0 of 2 wallet(s) break an invariant. Money supply: 1 problem(s)."
+    )
+    assert lines[1] == (
+        f"  user {referrer.id}: net referral bonuses of 30.00 ZNC on farmer_b's purchases, but "
+        "10 % of what farmer_b bought and kept allows 0.00 (over by 30.00)"
+    )
+    # The deposit names a cause outside the product's records, so it is counted, not traced.
+    assert lines[2:] == ["1 entry(ies) name causes outside Zenzefi's records and were not traced."]
+
+    # The referrer gives the bonus back (an operator's debit would too): the supply adds up.
+    with uow() as unit:
+        post_entry(
+            unit,
+            clock,
+            user_id=referrer.id,
+            amount=Decimal("-30.00"),
+            transaction_type=TransactionType.REFERRAL_CLAWBACK,
+            description="written directly",
+            reference_type="token",
+            reference_id=str(token.id),
+        )
+        unit.commit()
+    fixed = zenzefi(env, "check-ledger")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert fixed.stdout.startswith("Ledger OK: 2 wallet(s) checked, no discrepancies.")

@@ -12,7 +12,7 @@ there at the end.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -301,7 +301,9 @@ def test_a_promotion_survives_a_concurrent_ban(
 class FailingSender:
     """A receiver that is down."""
 
-    def post(self, url: str, headers: Any, body: bytes) -> tuple[int, bytes]:
+    def post(
+        self, url: str, headers: Any, body: bytes, *, addresses: Sequence[str]
+    ) -> tuple[int, bytes]:
         raise WebhookSendFailed("connection refused")
 
 

@@ -24,10 +24,10 @@ from zenzefi_core.errors import (
     UserNotFound,
 )
 from zenzefi_core.ids import new_id
+from zenzefi_core.money_audit import AUDIT_REFERENCE
 from zenzefi_core.security import fast_password_hasher
 from zenzefi_core.services.accounts import add_user
 from zenzefi_core.services.admin import (
-    AUDIT_REFERENCE,
     AccountChange,
     AdjustBalance,
     AuditQuery,

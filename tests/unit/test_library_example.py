@@ -44,14 +44,15 @@ def test_the_tour_prices_buys_and_pays_the_referrer(service: library_usage.Servi
         ("purchase", Decimal("-81.00")),
     ]
     assert tour.bob_balance == Decimal("21.00")
-    # 10 % of both purchases, credited to the referrer.
-    assert tour.alice_referral_bonus == tour.alice_balance == Decimal("9.90")
+    # 10 % of both purchases: the used token's paid, the unused bundle's pending.
+    assert tour.alice_referral_bonus == tour.alice_balance == Decimal("1.80")
+    assert tour.alice_bonus_pending == Decimal("8.10")
     bob = _user_id(service, "bob@example.com")
     assert tour.audit_rows == [("balance.adjusted", str(bob))]
     assert tour.events == [
         "token.purchased",
-        "referral.bonus",
         "bundle.purchased",
+        "token.activated",
         "referral.bonus",
     ]
     assert tour.ledger_ok

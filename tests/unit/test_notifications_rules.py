@@ -180,6 +180,7 @@ VALUES = {
         "amount": "1.80",
         "new_balance": "101.80",
         "referral_code": "ABCDEF123456",
+        "referee_username": "rita",
     },
 }
 

@@ -153,7 +153,7 @@ def test_a_referral_bonus_email_names_amount_balance_and_code(
     shop = Shop(store.unit_of_work, clock, ShopPolicy())
     referrer = open_account(store.unit_of_work, clock, "ref", balance="100.00")
     buyer = open_account(store.unit_of_work, clock, "buyer", balance="50.00", referrer=referrer)
-    shop.purchase_token(TokenOrder(user_id=buyer.id, duration_hours=24))
+    shop.use(shop.purchase_token(TokenOrder(user_id=buyer.id, duration_hours=24)).token)
 
     (event,) = notifier.events("referral.bonus")
     notification = notifier.deliver(event)
@@ -165,6 +165,8 @@ def test_a_referral_bonus_email_names_amount_balance_and_code(
     assert email.subject == "You earned a referral bonus!"
     assert "referral bonus of 1.80 ZNC" in email.text
     assert "Your new balance: 101.80 ZNC" in email.text
+    assert "buyer used an access token they bought for the first time" in email.text
+    assert "cancelled if the token is refunded" in email.html
     assert f"Keep sharing your referral code: {referrer.referral_code}" in email.text
     assert referrer.referral_code in email.html
 
@@ -176,7 +178,7 @@ def test_at_most_the_daily_limit_of_one_kind_per_user(
     referrer = open_account(store.unit_of_work, clock, "ref")
     buyer = open_account(store.unit_of_work, clock, "buyer", balance="100.00", referrer=referrer)
     for _ in range(4):
-        shop.purchase_token(TokenOrder(user_id=buyer.id, duration_hours=1))
+        shop.use(shop.purchase_token(TokenOrder(user_id=buyer.id, duration_hours=1)).token)
     events = notifier.events("referral.bonus")
     assert len(events) == 4
 
@@ -197,7 +199,7 @@ def test_the_limit_counts_each_kind_on_its_own(
     shop = Shop(store.unit_of_work, clock, ShopPolicy())
     alice = open_account(store.unit_of_work, clock, "alice", balance="11.00")
     buyer = open_account(store.unit_of_work, clock, "buyer", balance="100.00", referrer=alice)
-    shop.purchase_token(TokenOrder(user_id=buyer.id, duration_hours=12))  # bonus for alice
+    shop.use(shop.purchase_token(TokenOrder(user_id=buyer.id, duration_hours=12)).token)
     debit(store, clock, alice.id, "5.00")  # 12.00 -> 7.00: low balance
 
     (bonus,) = notifier.events("referral.bonus")

@@ -15,6 +15,7 @@ from zenzefi_core.pricing import MAX_BUNDLE_TOKENS
 from zenzefi_core.referrals import (
     ReferralPolicy,
     bonus_share,
+    bonus_shares,
     clawback_for,
     month_window,
 )
@@ -184,3 +185,39 @@ def test_monthly_cap_is_never_exceeded(
         if reversed_:
             kept -= bonus
         assert kept <= cap
+
+
+@given(
+    amount=balances,
+    cap=st.one_of(st.none(), balances),
+    kept=balances,
+)
+def test_within_cap_pays_at_most_the_room_left_and_never_more_than_asked(
+    amount: Decimal, cap: Decimal | None, kept: Decimal
+) -> None:
+    paid = ReferralPolicy(monthly_cap=cap).within_cap(amount, kept_this_month=kept)
+    assert ZERO <= paid <= amount
+    if cap is None:
+        assert paid == amount
+    else:
+        assert kept + paid <= max(cap, kept)
+        # Room left is used in full: nothing is forfeited that the cap allowed.
+        assert paid == min(amount, max(ZERO, cap - kept))
+
+
+@given(
+    price=amounts,
+    count=st.integers(min_value=1, max_value=MAX_BUNDLE_TOKENS),
+    percent=percents,
+)
+def test_a_bundles_shares_add_up_to_its_bonus_and_follow_its_price_split(
+    price: Decimal, count: int, percent: Decimal
+) -> None:
+    bonus = ReferralPolicy(percent=percent).bonus_for(price, first_purchase=True)
+    shares = bonus_shares(bonus, count)
+    assert len(shares) == count
+    assert sum(shares, ZERO) == bonus
+    # All equal but the first, which carries the leftover cents, as the price split does.
+    assert len(set(shares[1:])) <= 1
+    assert all(ZERO <= share <= shares[0] for share in shares)
+    assert shares[0] - min(shares) < CENT * count

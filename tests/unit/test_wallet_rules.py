@@ -666,7 +666,10 @@ def test_check_ledger_ok_on_a_consistent_store(
     assert report.ok
     assert report.users_checked == 2
     assert report.discrepancies == []
-    assert report.render() == "Ledger OK: 2 wallet(s) checked, no discrepancies."
+    assert report.render() == (
+        "Ledger OK: 2 wallet(s) checked, no discrepancies.\n"
+        "1 entry(ies) name causes outside Zenzefi's records and were not traced."
+    )
 
 
 def test_check_ledger_reports_a_balance_changed_behind_the_ledger(
@@ -690,7 +693,8 @@ def test_check_ledger_reports_a_balance_changed_behind_the_ledger(
     ]
     assert report.render() == (
         "Ledger check FAILED: 1 of 2 wallet(s) break an invariant.\n"
-        f"  user {alice.id} (alice): balance 12.50 != ledger total 10.00 (difference +2.50)"
+        f"  user {alice.id} (alice): balance 12.50 != ledger total 10.00 (difference +2.50)\n"
+        "2 entry(ies) name causes outside Zenzefi's records and were not traced."
     )
 
 

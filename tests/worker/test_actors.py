@@ -10,7 +10,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from tests.api.conftest import running as serving
-from tests.notifications import Notifier, SmtpServer, eventually, start_clock
+from tests.notifications import Notifier, SmtpServer, eventually, first_use, start_clock
 from tests.worker.conftest import Running, account, debit
 from zenzefi_api.app import create_app
 from zenzefi_core.bootstrap import Core
@@ -105,9 +105,10 @@ def test_a_referral_bonus_email_arrives_once(
 ) -> None:
     referrer = account(core, "ref", balance="100.00")
     buyer = account(core, "buyer", balance="50.00", referrer=referrer)
-    PurchaseToken(core.uow, core.clock, core.policy)(
+    bought = PurchaseToken(core.uow, core.clock, core.policy)(
         TokenOrder(user_id=buyer.id, duration_hours=24)
     )
+    first_use(core, bought.token)  # the bonus is paid, and told, at the token's first use
     running.settle()
 
     (received,) = smtp.wait_for(1)

@@ -21,7 +21,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine
 
 from tests.conftest import _truncate
-from tests.notifications import SmtpServer, eventually, free_port, start_clock
+from tests.notifications import SmtpServer, eventually, first_use, free_port, start_clock
 from tests.worker.conftest import account, debit
 from zenzefi_api.cli import JOB_NAMES
 from zenzefi_core.adapters.mail import MemoryMailer
@@ -231,8 +231,8 @@ def test_separate_worker_and_scheduler_processes_deliver_each_email_once(
         debit(core, alice, "8.00")  # low balance
         purchased = PurchaseToken(core.uow, core.clock, core.policy)(
             TokenOrder(user_id=buyer.id, duration_hours=12)
-        )  # referral bonus
-        start_clock(core.uow, purchased.token, core.clock.now())  # expires within 24 h
+        )
+        first_use(core, purchased.token)  # a referral bonus; and it expires within 24 h
     finally:
         core.close()
 

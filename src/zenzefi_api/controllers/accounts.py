@@ -124,7 +124,16 @@ class RefereeOut(msgspec.Struct, kw_only=True):
 class ReferralsOut(msgspec.Struct, kw_only=True):
     referral_code: str
     total_referrals: int
-    bonus_earned: Money
+    bonus_earned: Annotated[
+        Money, msgspec.Meta(description="Referral bonuses paid into the wallet, net of clawbacks")
+    ]
+    bonus_pending: Annotated[
+        Money,
+        msgspec.Meta(
+            description="Bonuses on referees' tokens not used yet: paid when each token is "
+            "first used, cancelled if it is refunded"
+        ),
+    ]
     referrals: list[RefereeOut]
     limit: int
     offset: int
@@ -224,9 +233,13 @@ class UsersController(Controller):
     @get(
         "/referrals",
         operation_id="getMyReferrals",
-        summary="The caller's referral code, referees and bonus earned",
-        description="`bonus_earned` is referral bonuses minus clawbacks. Referees are listed "
-        "oldest first, by username only.",
+        summary="The caller's referral code, referees and bonuses earned and pending",
+        description="`bonus_earned` is what referral bonuses paid into the wallet (minus "
+        "clawbacks of bonuses paid before they waited for a token's first use). "
+        "`bonus_pending` is the bonus on referees' tokens not used yet: each token's share is "
+        "paid when the token is first used and cancelled if it is refunded, so a bonus is "
+        "never paid for a purchase that can still be undone. Referees are listed oldest first, "
+        "by username only.",
         responses=error_responses(401, 403, 422, 503),
         sync_to_thread=True,
     )
@@ -240,6 +253,7 @@ class UsersController(Controller):
             referral_code=summary.referral_code,
             total_referrals=summary.total_referrals,
             bonus_earned=money(summary.bonus_earned),
+            bonus_pending=money(summary.bonus_pending),
             referrals=[
                 RefereeOut(username=r.username, joined_at=timestamp(r.joined_at))
                 for r in summary.referees

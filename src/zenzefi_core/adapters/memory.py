@@ -42,7 +42,7 @@ from zenzefi_core.domain import (
 from zenzefi_core.domain.bundles import BundlePurchase, TokenBundle
 from zenzefi_core.domain.notifications import Notification, NotificationKind, NotificationState
 from zenzefi_core.domain.proxy import ProxySession, UsageDelta
-from zenzefi_core.domain.referrals import ReferralBonus
+from zenzefi_core.domain.referrals import ReferralBonus, ReferralShare, ShareState
 from zenzefi_core.domain.tokens import (
     BUNDLE_PURCHASE_REFERENCE,
     TOKEN_REFERENCE,
@@ -56,6 +56,15 @@ from zenzefi_core.domain.webhooks import (
 )
 from zenzefi_core.errors import Conflict, DuplicateUser, IdempotencyConflict
 from zenzefi_core.money import ZERO
+from zenzefi_core.money_audit import (
+    KNOWN_REFERENCES,
+    EntryFact,
+    MoneyFacts,
+    PaymentFact,
+    PurchaseFact,
+    TokenFact,
+    UserFact,
+)
 from zenzefi_core.ports import AfterCommit, LedgerDiscrepancy, LedgerObserver, OutboxBacklog, Page
 
 
@@ -72,6 +81,8 @@ class _Tables:
     bundles: dict[UUID, TokenBundle] = dataclasses.field(default_factory=dict)
     bundle_purchases: dict[UUID, BundlePurchase] = dataclasses.field(default_factory=dict)
     referral_bonuses: dict[UUID, ReferralBonus] = dataclasses.field(default_factory=dict)
+    #: By token id.
+    referral_shares: dict[UUID, ReferralShare] = dataclasses.field(default_factory=dict)
     notification_preferences: dict[tuple[UUID, NotificationKind], bool] = dataclasses.field(
         default_factory=dict
     )
@@ -97,6 +108,7 @@ class _Tables:
             bundles=dict(self.bundles),
             bundle_purchases=dict(self.bundle_purchases),
             referral_bonuses=dict(self.referral_bonuses),
+            referral_shares=dict(self.referral_shares),
             notification_preferences=dict(self.notification_preferences),
             notifications=dict(self.notifications),
             token_notices=dict(self.token_notices),
@@ -298,6 +310,33 @@ class _LedgerRepository:
 
     def count_users(self) -> int:
         return len(self._t.users)
+
+    def money_facts(self) -> MoneyFacts:
+        traced = [e for e in self._t.ledger if e.reference_type in KNOWN_REFERENCES]
+        return MoneyFacts(
+            users=[UserFact(u.id, u.username, u.referred_by_id) for u in self._t.users.values()],
+            entries=[
+                EntryFact(
+                    e.id, e.user_id, e.transaction_type, e.amount, e.reference_type, e.reference_id
+                )
+                for e in traced
+            ],
+            tokens=[
+                TokenFact(
+                    t.id, t.user_id, t.price_paid, t.bundle_purchase_id, t.revoked_at is not None
+                )
+                for t in self._t.tokens.values()
+            ],
+            bundle_purchases=[
+                PurchaseFact(p.id, p.user_id, p.total_price)
+                for p in self._t.bundle_purchases.values()
+            ],
+            payments=[
+                PaymentFact(p.id, p.user_id, p.amount_znc, p.status is PaymentStatus.SUCCEEDED)
+                for p in self._t.payments.values()
+            ],
+            untraced_entries=len(self._t.ledger) - len(traced),
+        )
 
 
 class _OutboxRepository:
@@ -544,8 +583,54 @@ class _ReferralRepository:
         )
         return True
 
-    def kept_between(self, referrer_id: UUID, start: datetime, end: datetime) -> Decimal:
+    def add_shares(self, shares: Sequence[ReferralShare]) -> None:
+        if any(share.token_id in self._t.referral_shares for share in shares):
+            raise Conflict("This token already has a referral share")
+        for share in shares:
+            self._t.referral_shares[share.token_id] = share
+
+    def share_for_token(self, token_id: UUID) -> ReferralShare | None:
+        return self._t.referral_shares.get(token_id)
+
+    def settle_share(
+        self,
+        token_id: UUID,
+        state: ShareState,
+        at: datetime,
+        *,
+        credited: Decimal = ZERO,
+        transaction_id: UUID | None = None,
+    ) -> bool:
+        share = self._t.referral_shares.get(token_id)
+        if share is None or share.state is not ShareState.PENDING:
+            return False
+        self._t.referral_shares[token_id] = dataclasses.replace(
+            share, state=state, credited=credited, transaction_id=transaction_id, settled_at=at
+        )
+        return True
+
+    def pending_total(self, referrer_id: UUID) -> Decimal:
         return sum(
+            (
+                s.amount
+                for s in self._t.referral_shares.values()
+                if s.referrer_id == referrer_id and s.state is ShareState.PENDING
+            ),
+            ZERO,
+        )
+
+    def kept_between(self, referrer_id: UUID, start: datetime, end: datetime) -> Decimal:
+        credited = sum(
+            (
+                s.credited
+                for s in self._t.referral_shares.values()
+                if s.referrer_id == referrer_id
+                and s.settled_at is not None
+                and start <= s.settled_at < end
+            ),
+            ZERO,
+        )
+        return credited + sum(
             (
                 b.amount - b.clawed_back
                 for b in self._t.referral_bonuses.values()

@@ -22,6 +22,7 @@ from zenzefi_core.errors import (
 )
 from zenzefi_core.ids import new_id
 from zenzefi_core.money import DEFAULT_MAXIMUM, Sign, format_amount, parse_amount
+from zenzefi_core.money_audit import AUDIT_REFERENCE
 from zenzefi_core.paging import DEFAULT_LIMIT, check_page
 from zenzefi_core.ports import AccessCache, Clock, Page, UnitOfWork, UnitOfWorkFactory
 from zenzefi_core.services.accounts import one_line_text
@@ -32,8 +33,6 @@ REASON_MAX = 500
 SEARCH_MAX = 254
 TARGET_ID_MAX = 64
 CLIENT_ADDRESS_MAX = 64
-#: Ledger entries made by an operator name the audit entry that explains them as their cause.
-AUDIT_REFERENCE = "audit_log"
 
 
 def require_superuser(user: User | None) -> User:

@@ -35,7 +35,7 @@ from zenzefi_core.services.accounts import one_line_text
 from zenzefi_core.services.admin import require_superuser
 from zenzefi_core.services.events import record_event
 from zenzefi_core.services.idempotency import IdempotencyKey, Kept, ReplaySecrets, run_once
-from zenzefi_core.services.referrals import award_referral_bonus
+from zenzefi_core.services.referrals import hold_referral_bonus
 from zenzefi_core.services.tokens import (
     IssuedToken,
     active_user,
@@ -189,7 +189,8 @@ def _load_bundle_purchase(data: dict[str, Any], secrets: tuple[str, ...] | None)
 
 class PurchaseBundle:
     """Buy a bundle on sale: one debit of its total price, its tokens, the referrer's bonus on
-    that total, and a `bundle.purchased` event, in one transaction."""
+    that total (held as pending shares of the tokens), and a `bundle.purchased` event, in one
+    transaction."""
 
     operation = "bundle.purchase"
 
@@ -264,7 +265,7 @@ class PurchaseBundle:
         )
         uow.bundles.add_purchase(purchase)
         # Ids increase in issue order, so the first token (the one with the leftover cents)
-        # is also the first when a refund later works out its share of the bonus.
+        # is also the first when its share of the bonus is worked out.
         issued = tuple(
             issue_token(
                 user_id=buyer.id,
@@ -293,7 +294,7 @@ class PurchaseBundle:
             },
             user_id=buyer.id,
         )
-        award_referral_bonus(
+        hold_referral_bonus(
             uow,
             self._clock,
             self._policy.referrals,
@@ -301,6 +302,7 @@ class PurchaseBundle:
             purchase_type=BUNDLE_PURCHASE_REFERENCE,
             purchase_id=purchase.id,
             amount=bundle.total_price,
+            tokens=[item.token for item in issued],
         )
         return PurchasedBundle(purchase=purchase, tokens=issued, new_balance=entry.balance_after)
 

@@ -280,6 +280,7 @@ class QueueEventEmail:
             "amount": format_amount(Decimal(str(payload["amount"]))),
             "new_balance": format_amount(Decimal(str(payload["new_balance"]))),
             "referral_code": user.referral_code,
+            "referee_username": str(payload.get("referee_username") or "Someone you referred"),
         }
 
 

@@ -21,6 +21,7 @@ from zenzefi_core.domain import (
 from zenzefi_core.errors import InvalidAmount, InvalidInput, PaymentMismatch, PaymentNotFound
 from zenzefi_core.ids import new_id
 from zenzefi_core.money import ZERO, format_amount, quantize
+from zenzefi_core.money_audit import PAYMENT_REFERENCE
 from zenzefi_core.ports import (
     Clock,
     Page,
@@ -127,7 +128,7 @@ def settle(uow: UnitOfWork, clock: Clock, callback: ProviderCallback) -> Settlem
             amount=intent.amount_znc,
             transaction_type=TransactionType.DEPOSIT,
             description=f"Top-up of {format_amount(intent.amount_znc)} ZNC",
-            reference_type="payment",
+            reference_type=PAYMENT_REFERENCE,
             reference_id=str(intent.id),
         )
         record_event(

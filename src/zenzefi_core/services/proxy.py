@@ -37,7 +37,9 @@ from zenzefi_core.errors import AuthenticationFailed, Conflict, PermissionDenied
 from zenzefi_core.ids import new_id
 from zenzefi_core.ports import AccessCache, Clock, UnitOfWork, UnitOfWorkFactory
 from zenzefi_core.proxy_scope import in_scope
+from zenzefi_core.referrals import ReferralPolicy
 from zenzefi_core.services.events import record_event
+from zenzefi_core.services.referrals import credit_referral_bonus
 
 #: Tokens of a user listed per round when tombstoning them.
 _PAGE = 100
@@ -193,7 +195,11 @@ def _usable(uow: UnitOfWork, token_hash: str, now: datetime) -> AccessToken:
 class ProxyAccess:
     """Decides whether a proxied request may pass, activating the token on its first use and
     binding it to the first device. `check_cached` answers from the cache alone (the hot path);
-    `authorize` is the full decision, reading the database."""
+    `authorize` is the full decision, reading the database.
+
+    A token's first use makes its purchase final (it can no longer be refunded), so the
+    activation's transaction also pays the referrer the token's pending bonus share, under
+    `referrals` (the monthly cap)."""
 
     def __init__(
         self,
@@ -201,11 +207,13 @@ class ProxyAccess:
         clock: Clock,
         cache: AccessCache,
         policy: ProxyPolicy | None = None,
+        referrals: ReferralPolicy | None = None,
     ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._cache = cache
         self._policy = policy or ProxyPolicy()
+        self._referrals = referrals or ReferralPolicy()
 
     def check_cached(self, token_hash: str, device_id: str) -> ProxyGrant | None:
         """The grant if the cache alone can give it, else None (then call `authorize`). Raises
@@ -277,6 +285,7 @@ class ProxyAccess:
             },
             user_id=activated.user_id,
         )
+        credit_referral_bonus(uow, self._clock, self._referrals, activated)
         return activated
 
     def _claim_device(

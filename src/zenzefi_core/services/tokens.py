@@ -1,8 +1,9 @@
 """Access tokens: buying one, listing them, and revoking an unused one for a refund.
 
 A purchase is one transaction: the debit (a `purchase` entry naming the token), the token, the
-referrer's bonus and the events. A refund is one too: the revocation, a `refund` of exactly the
-price paid, and the clawback of the bonus that purchase produced.
+referrer's pending bonus share and the events. A refund is one too: the revocation, a `refund`
+of exactly the price paid, and the cancellation of the token's pending bonus share (or, for a
+bonus credited at purchase before shares existed, its clawback).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from zenzefi_core.domain import TransactionType, User
 from zenzefi_core.domain.tokens import TOKEN_REFERENCE, AccessToken, TokenScope
 from zenzefi_core.errors import AccountDisabled, TokenAlreadyRevoked, TokenNotFound, UserNotFound
 from zenzefi_core.ids import new_id
-from zenzefi_core.money import format_amount
+from zenzefi_core.money import ZERO, format_amount
 from zenzefi_core.paging import DEFAULT_LIMIT, check_page
 from zenzefi_core.policy import ShopPolicy
 from zenzefi_core.ports import Clock, Page, UnitOfWork, UnitOfWorkFactory
@@ -27,7 +28,11 @@ from zenzefi_core.referrals import Clawback
 from zenzefi_core.security import new_access_token
 from zenzefi_core.services.events import record_event
 from zenzefi_core.services.idempotency import IdempotencyKey, Kept, ReplaySecrets, run_once
-from zenzefi_core.services.referrals import award_referral_bonus, claw_back_referral_bonus
+from zenzefi_core.services.referrals import (
+    cancel_referral_bonus,
+    claw_back_referral_bonus,
+    hold_referral_bonus,
+)
 from zenzefi_core.services.users import LoginSession, session_user
 from zenzefi_core.services.wallet import post_entry
 
@@ -252,7 +257,7 @@ class PurchaseToken:
             },
             user_id=buyer.id,
         )
-        award_referral_bonus(
+        hold_referral_bonus(
             uow,
             self._clock,
             self._policy.referrals,
@@ -260,6 +265,7 @@ class PurchaseToken:
             purchase_type=TOKEN_REFERENCE,
             purchase_id=token.id,
             amount=price,
+            tokens=[token],
         )
         return PurchasedToken(
             token=token, plaintext=issued.plaintext, new_balance=entry.balance_after
@@ -277,15 +283,18 @@ class RevokedToken:
     token: AccessToken
     refund_amount: Decimal
     new_balance: Decimal
-    #: What the refund took back from the buyer's referrer; None when the purchase earned no
-    #: bonus. For the operator and tests: the buyer must not be shown the referrer's affairs.
+    #: What the refund took back from the buyer's referrer of a bonus credited at purchase
+    #: (before shares); None when there was none. For the operator and tests, like
+    #: `bonus_cancelled`: the buyer must not be shown the referrer's affairs.
     clawback: Clawback | None
+    #: The token's pending referral share that the refund cancelled; ZERO when it had none.
+    bonus_cancelled: Decimal = ZERO
 
 
 class RevokeToken:
-    """Revoke a token never used, refunding exactly what it cost and reversing the referral
-    bonus its purchase produced. Someone else's token is "not found", an activated one is
-    refused."""
+    """Revoke a token never used, refunding exactly what it cost and cancelling its share of
+    the referral bonus its purchase holds. Someone else's token is "not found", an activated one
+    is refused."""
 
     def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock, policy: ShopPolicy) -> None:
         self._uow_factory = uow_factory
@@ -315,6 +324,7 @@ class RevokeToken:
                 reference_type=TOKEN_REFERENCE,
                 reference_id=str(token.id),
             )
+            cancelled = cancel_referral_bonus(uow, self._clock, token)
             clawback = claw_back_referral_bonus(
                 uow,
                 self._clock,
@@ -339,6 +349,7 @@ class RevokeToken:
             refund_amount=refund,
             new_balance=entry.balance_after,
             clawback=clawback,
+            bonus_cancelled=cancelled,
         )
 
 

@@ -250,8 +250,12 @@ class Referee:
 class ReferralSummary:
     referral_code: str
     total_referrals: int
-    #: Bonuses earned minus bonuses clawed back after refunds.
+    #: Bonuses paid (credited to the wallet) minus what refunds took back of bonuses paid at
+    #: purchase before bonuses waited for a token's first use.
     bonus_earned: Decimal
+    #: Bonuses on referees' tokens not used yet: paid when each token is first used, cancelled
+    #: if it is refunded; the monthly cap, if any, may pay less.
+    bonus_pending: Decimal
     referees: list[Referee]
     limit: int
     offset: int
@@ -269,10 +273,12 @@ class GetReferralSummary:
                 raise UserNotFound(query.user_id)
             page = uow.users.referrals(user.id, limit=query.limit, offset=query.offset)
             earned = uow.ledger.referral_earnings(user.id)
+            pending = uow.referrals.pending_total(user.id)
         return ReferralSummary(
             referral_code=user.referral_code,
             total_referrals=page.total,
             bonus_earned=earned,
+            bonus_pending=pending,
             referees=[Referee(username=u.username, joined_at=u.created_at) for u in page.items],
             limit=page.limit,
             offset=page.offset,

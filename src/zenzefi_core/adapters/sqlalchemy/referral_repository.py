@@ -1,7 +1,9 @@
-"""Referral bonuses and their clawbacks in SQL; the monthly cap is summed by the database."""
+"""Referral shares, older bonuses and their clawbacks in SQL; the monthly cap and the pending
+total are summed by the database."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -10,11 +12,11 @@ from uuid import UUID
 from sqlalchemy import Connection, Row, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
-from zenzefi_core.adapters.sqlalchemy.repositories import _cents
-from zenzefi_core.adapters.sqlalchemy.tables import referral_bonuses, users
-from zenzefi_core.domain.referrals import ReferralBonus
+from zenzefi_core.adapters.sqlalchemy.repositories import _cents, _sum
+from zenzefi_core.adapters.sqlalchemy.tables import referral_bonuses, referral_shares, users
+from zenzefi_core.domain.referrals import ReferralBonus, ReferralShare, ShareState
 from zenzefi_core.errors import Conflict
-from zenzefi_core.money import ZERO, quantize
+from zenzefi_core.money import ZERO
 
 
 def _bonus(row: Row[Any]) -> ReferralBonus:
@@ -30,6 +32,22 @@ def _bonus(row: Row[Any]) -> ReferralBonus:
         created_at=row.created_at,
         clawed_back=row.clawed_back,
         shortfall=row.shortfall,
+    )
+
+
+def _share(row: Row[Any]) -> ReferralShare:
+    return ReferralShare(
+        token_id=row.token_id,
+        referrer_id=row.referrer_id,
+        referee_id=row.referee_id,
+        purchase_type=row.purchase_type,
+        purchase_id=row.purchase_id,
+        amount=row.amount,
+        created_at=row.created_at,
+        state=ShareState(row.state),
+        credited=row.credited,
+        transaction_id=row.transaction_id,
+        settled_at=row.settled_at,
     )
 
 
@@ -82,14 +100,81 @@ class SqlReferralRepository:
         )
         return result.rowcount == 1
 
+    def add_shares(self, shares: Sequence[ReferralShare]) -> None:
+        if not shares:
+            return
+        try:
+            with self._c.begin_nested():
+                self._c.execute(
+                    insert(referral_shares),
+                    [
+                        {
+                            "token_id": share.token_id,
+                            "referrer_id": share.referrer_id,
+                            "referee_id": share.referee_id,
+                            "purchase_type": share.purchase_type,
+                            "purchase_id": share.purchase_id,
+                            "amount": share.amount,
+                            "state": share.state.value,
+                            "credited": share.credited,
+                            "transaction_id": share.transaction_id,
+                            "created_at": share.created_at,
+                            "settled_at": share.settled_at,
+                        }
+                        for share in shares
+                    ],
+                )
+        except IntegrityError:
+            raise Conflict("This token already has a referral share") from None
+
+    def share_for_token(self, token_id: UUID) -> ReferralShare | None:
+        row = self._c.execute(
+            select(referral_shares).where(referral_shares.c.token_id == token_id)
+        ).first()
+        return None if row is None else _share(row)
+
+    def settle_share(
+        self,
+        token_id: UUID,
+        state: ShareState,
+        at: datetime,
+        *,
+        credited: Decimal = ZERO,
+        transaction_id: UUID | None = None,
+    ) -> bool:
+        s = referral_shares.c
+        result = self._c.execute(
+            update(referral_shares)
+            .where(s.token_id == token_id, s.state == ShareState.PENDING.value)
+            .values(
+                state=state.value, credited=credited, transaction_id=transaction_id, settled_at=at
+            )
+        )
+        return result.rowcount == 1
+
+    def pending_total(self, referrer_id: UUID) -> Decimal:
+        s = referral_shares.c
+        total = self._c.execute(
+            select(_cents(func.coalesce(func.sum(s.amount), 0))).where(
+                s.referrer_id == referrer_id, s.state == ShareState.PENDING.value
+            )
+        ).scalar_one()
+        return _sum(total)
+
     def kept_between(self, referrer_id: UUID, start: datetime, end: datetime) -> Decimal:
         b = referral_bonuses.c
-        total = self._c.execute(
+        older = self._c.execute(
             select(_cents(func.coalesce(func.sum(b.amount - b.clawed_back), 0))).where(
                 b.referrer_id == referrer_id, b.created_at >= start, b.created_at < end
             )
         ).scalar_one()
-        return ZERO if total is None else quantize(Decimal(str(total)))
+        s = referral_shares.c
+        credited = self._c.execute(
+            select(_cents(func.coalesce(func.sum(s.credited), 0))).where(
+                s.referrer_id == referrer_id, s.settled_at >= start, s.settled_at < end
+            )
+        ).scalar_one()
+        return _sum(older) + _sum(credited)
 
     def lock_referrer(self, referrer_id: UUID) -> None:
         # FOR NO KEY UPDATE on PostgreSQL: the lock a balance update takes, which still lets

@@ -12,9 +12,12 @@ from sqlalchemy import Connection, Row, delete, func, insert, literal, or_, sele
 from sqlalchemy.exc import IntegrityError
 
 from zenzefi_core.adapters.sqlalchemy.tables import (
+    access_tokens,
     audit_log,
+    bundle_purchases,
     idempotency_keys,
     outbox_events,
+    payment_intents,
     transactions,
     users,
 )
@@ -24,11 +27,21 @@ from zenzefi_core.domain import (
     IdempotencyRecord,
     LedgerEntry,
     OutboxEvent,
+    PaymentStatus,
     TransactionType,
     User,
 )
 from zenzefi_core.errors import DuplicateUser, IdempotencyConflict
 from zenzefi_core.money import ZERO
+from zenzefi_core.money_audit import (
+    KNOWN_REFERENCES,
+    EntryFact,
+    MoneyFacts,
+    PaymentFact,
+    PurchaseFact,
+    TokenFact,
+    UserFact,
+)
 from zenzefi_core.ports import LedgerDiscrepancy, OutboxBacklog, Page
 
 
@@ -308,6 +321,68 @@ class SqlLedgerRepository:
 
     def count_users(self) -> int:
         return self._c.execute(select(func.count()).select_from(users)).scalar_one()
+
+    def money_facts(self) -> MoneyFacts:
+        if self._c.dialect.name == "postgresql" and not self._c.in_transaction():
+            # One snapshot for all the statements below, so an entry and the record it names
+            # are seen at the same moment even while the shop runs. SQLite transactions are
+            # serialisable already.
+            self._c.execution_options(isolation_level="REPEATABLE READ")
+        t = transactions.c
+        traced = t.reference_type.in_(sorted(KNOWN_REFERENCES))
+        entries = [
+            EntryFact(
+                row.id,
+                row.user_id,
+                TransactionType(row.transaction_type),
+                row.amount,
+                row.reference_type,
+                row.reference_id,
+            )
+            for row in self._c.execute(
+                select(
+                    t.id, t.user_id, t.transaction_type, t.amount, t.reference_type, t.reference_id
+                ).where(traced)
+            )
+        ]
+        untraced = self._c.execute(
+            select(func.count()).select_from(transactions).where(~traced)
+        ).scalar_one()
+        a, p, b = access_tokens.c, payment_intents.c, bundle_purchases.c
+        return MoneyFacts(
+            users=[
+                UserFact(row.id, row.username, row.referred_by_id)
+                for row in self._c.execute(
+                    select(users.c.id, users.c.username, users.c.referred_by_id)
+                )
+            ],
+            entries=entries,
+            tokens=[
+                TokenFact(
+                    row.id, row.user_id, row.price_paid, row.bundle_purchase_id, bool(row.revoked)
+                )
+                for row in self._c.execute(
+                    select(
+                        a.id,
+                        a.user_id,
+                        a.price_paid,
+                        a.bundle_purchase_id,
+                        a.revoked_at.is_not(None).label("revoked"),
+                    )
+                )
+            ],
+            bundle_purchases=[
+                PurchaseFact(row.id, row.user_id, row.total_price)
+                for row in self._c.execute(select(b.id, b.user_id, b.total_price))
+            ],
+            payments=[
+                PaymentFact(
+                    row.id, row.user_id, row.amount_znc, row.status == PaymentStatus.SUCCEEDED.value
+                )
+                for row in self._c.execute(select(p.id, p.user_id, p.amount_znc, p.status))
+            ],
+            untraced_entries=int(untraced),
+        )
 
 
 def _event(row: Row[Any]) -> OutboxEvent:

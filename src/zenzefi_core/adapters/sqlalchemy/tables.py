@@ -275,6 +275,38 @@ referral_bonuses = Table(
     Index(None, "referee_id"),
 )
 
+referral_shares = Table(
+    "referral_shares",
+    metadata,
+    # One token's share of its purchase's bonus, paid when the token is first used.
+    Column("token_id", Uuid, ForeignKey("access_tokens.id", ondelete="RESTRICT"), primary_key=True),
+    Column("referrer_id", Uuid, ForeignKey("users.id", ondelete="RESTRICT"), nullable=False),
+    Column("referee_id", Uuid, ForeignKey("users.id", ondelete="RESTRICT"), nullable=False),
+    Column("purchase_type", String(32), nullable=False),
+    Column("purchase_id", Uuid, nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("credited", Money, nullable=False),
+    Column(
+        "transaction_id", Uuid, ForeignKey("transactions.id", ondelete="RESTRICT"), nullable=True
+    ),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("settled_at", UtcDateTime, nullable=True),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("credited >= 0 AND credited <= amount", name="credited_within_share"),
+    CheckConstraint(
+        "state IN ('pending', 'credited', 'cancelled', 'forfeited')", name="known_state"
+    ),
+    # Paid means a ledger entry; anything else means none.
+    CheckConstraint(
+        "(state = 'credited') = (transaction_id IS NOT NULL)", name="credited_has_entry"
+    ),
+    # A referrer's pending total, and the monthly cap summing what was paid over a window.
+    Index(None, "referrer_id", "state"),
+    Index(None, "referrer_id", "settled_at"),
+    Index(None, "referee_id"),
+)
+
 KNOWN_NOTIFICATION_KIND = "kind IN ('token_expiring', 'balance_low', 'referral_bonus')"
 
 notification_preferences = Table(

@@ -169,6 +169,7 @@ async function loadReferrals() {
   setText("referral-code", summary.referral_code);
   setText("referral-count", formatCount(summary.total_referrals));
   setText("referral-earned", formatZnc(summary.bonus_earned));
+  setText("referral-pending", formatZnc(summary.bonus_pending));
   const table = byId("referees-table");
   table.tBodies[0].replaceChildren(
     ...summary.referrals.map((referee) =>
