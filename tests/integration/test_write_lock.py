@@ -29,7 +29,7 @@ from zenzefi_core.policy import ShopPolicy
 from zenzefi_core.ports import PasswordHasher, UnitOfWorkFactory
 from zenzefi_core.security import Argon2PasswordHasher, fast_password_hasher
 from zenzefi_core.services.ledger_check import CheckLedger
-from zenzefi_core.services.tokens import PurchaseToken, TokenOrder
+from zenzefi_core.services.tokens import ListTokens, PurchaseToken, TokenOrder, TokenQuery
 from zenzefi_core.services.users import (
     ProfileChange,
     RegisterUser,
@@ -202,6 +202,49 @@ def test_a_write_after_another_commit_since_the_read_is_decided_on_fresh_data(
                 debit()
     expected = Decimal("30.00") - Decimal("20.00") - (Decimal(second) if succeeds else 0)
     assert balance_of(uow_factory, alice.id) == expected
+    assert CheckLedger(uow_factory)().ok
+
+
+def test_simultaneous_purchases_beside_readers_never_overspend_nor_fail_spuriously(
+    engine: Engine, clock: FixedClock
+) -> None:
+    """Thirty purchases of 18.00 at once on a wallet that affords ten, with readers listing
+    the tokens throughout: every purchase either buys or is refused for the balance, none
+    fails on a stale snapshot or a lock, and the ledger adds up."""
+    uow_factory = _factory(engine)
+    alice = open_account(uow_factory, clock, "alice", balance="180.00")
+    purchase = _purchase(uow_factory, clock)
+    listing = ListTokens(uow_factory, clock)
+    barrier = threading.Barrier(40)
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def buyer() -> None:
+        barrier.wait()
+        try:
+            outcome: object = purchase(TokenOrder(alice.id, 24))
+        except Exception as error:
+            outcome = error
+        with lock:
+            outcomes.append(outcome)
+
+    def reader() -> None:
+        barrier.wait()
+        for _ in range(5):
+            listing(TokenQuery(user_id=alice.id))
+
+    threads = [threading.Thread(target=buyer) for _ in range(30)]
+    threads += [threading.Thread(target=reader) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(PATIENCE_SECONDS * 4)
+    refused = [o for o in outcomes if isinstance(o, InsufficientBalance)]
+    unexpected = [o for o in outcomes if isinstance(o, Exception) and o not in refused]
+    assert unexpected == []
+    assert (len(outcomes) - len(refused), len(refused)) == (10, 20)
+    assert balance_of(uow_factory, alice.id) == Decimal("0.00")
+    assert listing(TokenQuery(user_id=alice.id)).total == 10
     assert CheckLedger(uow_factory)().ok
 
 
