@@ -118,6 +118,8 @@ end
 return answers
 """
 
+#: The most decisions one round trip carries, so that one script never holds Redis for long.
+MAX_BATCH = 256
 #: What a call to Redis may fail with: refused, reset, timed out, or an error answer.
 REDIS_FAILURES = (redis.RedisError, OSError, asyncio.TimeoutError)
 
@@ -178,7 +180,7 @@ class RedisWindowLimiter:
 
     async def _send(self) -> None:
         while self._waiting:
-            batch, self._waiting = self._waiting, []
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             try:
                 answers = await self._decide(batch)
             except BaseException:
@@ -236,6 +238,9 @@ class RedisWindowLimiter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
             self._sender = None
+        for attempt in self._waiting:
+            attempt.decision.cancel()
+        self._waiting = []
         await self._client.aclose()
 
 

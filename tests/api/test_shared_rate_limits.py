@@ -249,6 +249,20 @@ def test_a_burst_of_decisions_takes_one_round_trip_not_one_each(
     assert flaky.calls == 1, "asked for in one turn of the event loop, sent together"
 
 
+def test_a_large_burst_is_split_into_bounded_round_trips(
+    limiter: RedisWindowLimiter, flaky: FlakyRedis
+) -> None:
+    async def burst() -> list[float | None]:
+        return list(
+            await asyncio.gather(
+                *(limiter.acquire(f"proxy:{n}", limit=10, window=60) for n in range(600))
+            )
+        )
+
+    assert run(burst) == [None] * 600
+    assert flaky.calls == 3, "256 + 256 + 88"
+
+
 def test_after_a_failure_redis_is_left_alone_for_a_while(
     limiter: RedisWindowLimiter, flaky: FlakyRedis, now: list[float]
 ) -> None:
