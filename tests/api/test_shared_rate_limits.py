@@ -16,6 +16,9 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
@@ -79,6 +82,37 @@ def test_the_window_in_redis_follows_the_in_process_rules(redis_url: str, namesp
     assert 59 < refused <= 60, "the wait is until the oldest attempt leaves the window"
     assert other_address is None, "limits are per key"
     assert other_bucket is None
+
+
+@pytest.mark.redis
+@examples(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    attempts=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 1)), max_size=40),
+    limit=st.integers(1, 5),
+)
+def test_redis_and_the_in_process_window_decide_alike(
+    redis_url: str, namespace: str, attempts: list[tuple[str, int]], limit: int
+) -> None:
+    """Within one window (nothing expires), any sequence of attempts over a few keys, sent by
+    either of two processes, is allowed or refused exactly as one in-process window would."""
+    run_namespace = f"{namespace}:{secrets.token_hex(4)}"
+    model = SlidingWindowLimiter(clock=lambda: 0.0)
+
+    async def scenario() -> list[bool]:
+        limiters = [RedisWindowLimiter.from_url(redis_url, run_namespace) for _ in range(2)]
+        try:
+            return [
+                await limiters[process].acquire(key, limit=limit, window=600) is None
+                for key, process in attempts
+            ]
+        finally:
+            for limiter in limiters:
+                await limiter.aclose()
+
+    expected = [model.hit(key, limit=limit, window=600) is None for key, _ in attempts]
+    assert run(scenario) == expected
 
 
 @pytest.mark.redis
