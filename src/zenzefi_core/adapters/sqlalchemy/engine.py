@@ -67,10 +67,7 @@ def _sqlite_engine(url: str, database: str | None, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        # A deferred transaction: its reads share one snapshot and take no lock, so a purchase
-        # never waits behind a request that only reads (in WAL mode readers and the writer
-        # do not block each other).
-        _driver(connection).execute("BEGIN")
+        # SQLite's own BEGIN waits for the transaction's first statement (_before_cursor_execute).
         connection.info[_WRITING] = False
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -83,8 +80,15 @@ def _sqlite_engine(url: str, database: str | None, **kwargs: Any) -> Engine:
         _executemany: bool,
     ) -> None:
         # Raised from here, a "database is locked" is wrapped like the statement's own errors.
-        if not connection.info.get(_WRITING) and _needs_write_lock(context.compiled, statement):
+        if connection.info.get(_WRITING):
+            return
+        if _needs_write_lock(context.compiled, statement):
             _begin_writing(connection, cursor)
+        elif not cursor.connection.in_transaction:
+            # A deferred transaction: its reads share one snapshot and take no lock, so a
+            # purchase never waits behind a request that only reads (in WAL mode readers and
+            # the writer do not block each other).
+            cursor.execute("BEGIN")
 
     return engine
 
@@ -110,7 +114,8 @@ def _needs_write_lock(compiled: Any, statement: str) -> bool:
 
 
 def _begin_writing(connection: Connection, cursor: Any) -> None:
-    """Trade the transaction's read snapshot for SQLite's write lock, waiting for it.
+    """Take SQLite's write lock for the rest of the transaction, waiting for it; a transaction
+    that has read so far trades its snapshot for it.
 
     Upgrading the deferred transaction in place would fail at once with SQLITE_BUSY (no
     waiting: its snapshot is stale) whenever another writer committed since it began. So the
