@@ -183,10 +183,16 @@ class RedisWindowLimiter:
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             try:
                 answers = await self._decide(batch)
-            except BaseException:
+            except asyncio.CancelledError:
                 for attempt in batch:
                     attempt.decision.cancel()
                 raise
+            except Exception as error:
+                # Not an outage (those are decided in process): a fault each request reports.
+                for attempt in batch:
+                    if not attempt.decision.done():
+                        attempt.decision.set_exception(error)
+                continue
             for attempt, wait in zip(batch, answers, strict=True):
                 if not attempt.decision.done():
                     attempt.decision.set_result(wait)
@@ -212,6 +218,8 @@ class RedisWindowLimiter:
         answers: Any = await self._script(
             keys=[self._prefix + attempt.key for attempt in batch], args=arguments
         )
+        if not isinstance(answers, list) or len(answers) != len(batch):
+            raise redis.ResponseError(f"the rate-limit script answered {answers!r}")
         return [int(answer) for answer in answers]
 
     def _pausing(self) -> bool:

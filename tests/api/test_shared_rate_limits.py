@@ -217,12 +217,18 @@ class FlakyRedis:
     def __init__(self) -> None:
         self.down = False
         self.calls = 0
+        #: Replaces the script's answer when set: an exception to raise, or a value to return.
+        self.answer: object = None
 
     def register_script(self, _source: str) -> Callable[..., Awaitable[list[int]]]:
         async def script(keys: list[str], args: list[Any]) -> list[int]:
             self.calls += 1
             if self.down:
                 raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379.")
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            if self.answer is not None:
+                return self.answer  # type: ignore[return-value]
             return [-1] * len(keys)
 
         return script
@@ -295,6 +301,37 @@ def test_a_large_burst_is_split_into_bounded_round_trips(
 
     assert run(burst) == [None] * 600
     assert flaky.calls == 3, "256 + 256 + 88"
+
+
+def test_an_answer_that_does_not_fit_is_an_outage_not_a_crash(
+    limiter: RedisWindowLimiter, flaky: FlakyRedis
+) -> None:
+    flaky.answer = [-1]  # one answer for three decisions
+
+    async def three() -> list[float | None]:
+        return list(
+            await asyncio.gather(
+                *(limiter.acquire("register:a", limit=2, window=60) for _ in range(3))
+            )
+        )
+
+    answers = run(three)
+    assert answers[:2] == [None, None]
+    assert answers[2] is not None, "decided in process, and still limited"
+
+
+def test_a_fault_that_is_not_an_outage_reaches_the_caller_and_the_next_goes_on(
+    limiter: RedisWindowLimiter, flaky: FlakyRedis
+) -> None:
+    flaky.answer = RuntimeError("a bug")
+
+    async def one() -> float | None:
+        return await limiter.acquire("login:a", limit=2, window=60)
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        run(one)
+    flaky.answer = None
+    assert run(one) is None
 
 
 def test_after_a_failure_redis_is_left_alone_for_a_while(
