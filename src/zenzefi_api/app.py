@@ -53,7 +53,7 @@ from zenzefi_api.health import HealthController, UpstreamProbe
 from zenzefi_api.metrics import HttpMetrics, count_ledger, metrics
 from zenzefi_api.options import AutomaticOptions
 from zenzefi_api.proxy import ProxyController, ProxyRuntime
-from zenzefi_api.ratelimit import SlidingWindowLimiter
+from zenzefi_api.ratelimit import limiter_for
 from zenzefi_api.strict_body import StrictJsonRequest
 from zenzefi_core.adapters.cache import InProcessCache
 from zenzefi_core.bootstrap import Core
@@ -133,6 +133,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     finally:
         await context.proxy.stop()
         context.proxy = None
+        await context.limiter.aclose()
         if context.upstream is not None:
             await context.upstream.aclose()
             context.upstream = None
@@ -156,7 +157,7 @@ def create_app(settings: Settings, core: Core | None = None) -> Litestar:
         settings=settings,
         core=core,
         tokens=TokenIssuer(settings.resolved_secret_key(), lifetime, core.clock),
-        limiter=SlidingWindowLimiter(),
+        limiter=limiter_for(settings),
         owns_core=owns_core,
     )
     app = Litestar(

@@ -143,6 +143,12 @@ TOKEN_CHECKS = Counter(
     "(a token's first request, a new device, an expired device hold), or refused (401).",
     ["outcome"],
 )
+RATE_LIMIT_FALLBACKS = Counter(
+    "zenzefi_rate_limit_fallbacks",
+    "Rate-limit decisions (`bucket`: proxy, login, register) made in this process alone "
+    "because Redis did not answer: while it grows, each API process counts on its own.",
+    ["bucket"],
+)
 
 #: The purchase kinds, by the `reference_type` of the ledger entry that paid.
 PURCHASE_KINDS = {TOKEN_REFERENCE: "token", BUNDLE_PURCHASE_REFERENCE: "bundle"}

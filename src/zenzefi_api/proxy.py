@@ -38,7 +38,6 @@ from litestar.exceptions import (
     ClientException,
     NotAuthorizedException,
     PermissionDeniedException,
-    TooManyRequestsException,
 )
 from litestar.response.base import ASGIResponse
 from litestar.types import Receive, Scope, Send
@@ -51,6 +50,7 @@ from zenzefi_api.metrics import (
     TOKEN_CHECKS,
     proxy_result,
 )
+from zenzefi_api.ratelimit import too_many
 from zenzefi_api.schemas import ErrorBody, OptionalTimestamp, error_responses, timestamp
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.proxy_scope import InvalidPath, encode_path, in_scope, normalise_path
@@ -483,25 +483,21 @@ class ProxyController(Controller):
             raise
         if not in_scope(grant.scope, segments):
             raise PermissionDeniedException(detail="Path is outside the access token's scope")
-        self._rate_limit(request, grant)
+        await self._rate_limit(request, grant)
         if runtime.client is None or runtime.upstream is None:
             return _error(502, UPSTREAM_DOWN)
         return await self._send(request, runtime, grant, segments, raw, address)
 
     @staticmethod
-    def _rate_limit(request: Request[Any, Any, Any], grant: ProxyGrant) -> None:
+    async def _rate_limit(request: Request[Any, Any, Any], grant: ProxyGrant) -> None:
         context = api_context(request.app)
-        wait = context.limiter.hit(
+        wait = await context.limiter.acquire(
             f"proxy:{grant.token_id}",
             limit=context.settings.proxy.rate_limit_per_minute,
             window=60.0,
         )
         if wait is not None:
-            retry_after = max(1, math.ceil(wait))
-            raise TooManyRequestsException(
-                detail=f"Too many requests for this access token. Retry in {retry_after} seconds.",
-                headers={"Retry-After": str(retry_after)},
-            )
+            raise too_many("Too many requests for this access token.", wait)
 
     async def _send(
         self,

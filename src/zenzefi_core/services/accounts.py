@@ -78,6 +78,65 @@ def unused_referral_code(uow: UnitOfWork) -> str:
             return code
 
 
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    """A new account's fields, validated, with the password already hashed."""
+
+    email: str
+    username: str
+    password_hash: str
+    full_name: str | None = None
+
+
+def prepare_user(
+    hasher: PasswordHasher,
+    *,
+    email: str,
+    username: str,
+    password: str,
+    full_name: str | None = None,
+) -> NewUser:
+    """Validate the fields, then hash the password: the slow part, which a use case runs before
+    its unit of work opens so that no transaction is held (nor, on SQLite, the write lock)
+    while it runs."""
+    email = normalize_email(email)
+    username = validate_username(username)
+    validate_password(password)
+    full_name = validate_full_name(full_name)
+    return NewUser(
+        email=email, username=username, password_hash=hasher.hash(password), full_name=full_name
+    )
+
+
+def store_user(
+    uow: UnitOfWork,
+    clock: Clock,
+    new_user: NewUser,
+    *,
+    referred_by_id: UUID | None = None,
+    is_superuser: bool = False,
+) -> User:
+    """Store a prepared user inside the caller's unit of work, unless the email or username is
+    taken."""
+    if uow.users.get_by_email(new_user.email) is not None:
+        raise DuplicateUser("email")
+    if uow.users.get_by_username(new_user.username) is not None:
+        raise DuplicateUser("username")
+    user = User(
+        id=new_id(),
+        email=new_user.email,
+        username=new_user.username,
+        password_hash=new_user.password_hash,
+        referral_code=unused_referral_code(uow),
+        full_name=new_user.full_name,
+        referred_by_id=referred_by_id,
+        is_superuser=is_superuser,
+        created_at=clock.now(),
+    )
+    uow.users.add(user)
+    return user
+
+
 def add_user(
     uow: UnitOfWork,
     clock: Clock,
@@ -90,28 +149,15 @@ def add_user(
     referred_by_id: UUID | None = None,
     is_superuser: bool = False,
 ) -> User:
-    """Validate and store a new user inside the caller's unit of work."""
-    email = normalize_email(email)
-    username = validate_username(username)
-    validate_password(password)
-    full_name = validate_full_name(full_name)
-    if uow.users.get_by_email(email) is not None:
-        raise DuplicateUser("email")
-    if uow.users.get_by_username(username) is not None:
-        raise DuplicateUser("username")
-    user = User(
-        id=new_id(),
-        email=email,
-        username=username,
-        password_hash=hasher.hash(password),
-        referral_code=unused_referral_code(uow),
-        full_name=full_name,
-        referred_by_id=referred_by_id,
-        is_superuser=is_superuser,
-        created_at=clock.now(),
+    """Validate and store a new user inside the caller's unit of work, hashing inside it too:
+    for one-off callers (the operator command, seeding); request paths use `prepare_user`
+    before their unit of work and `store_user` in it."""
+    new_user = prepare_user(
+        hasher, email=email, username=username, password=password, full_name=full_name
     )
-    uow.users.add(user)
-    return user
+    return store_user(
+        uow, clock, new_user, referred_by_id=referred_by_id, is_superuser=is_superuser
+    )
 
 
 @dataclass(frozen=True, slots=True)

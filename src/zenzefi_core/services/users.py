@@ -31,8 +31,9 @@ from zenzefi_core.ports import Clock, PasswordHasher, UnitOfWork, UnitOfWorkFact
 from zenzefi_core.security import REFERRAL_CODE_LENGTH
 from zenzefi_core.services.accounts import (
     PASSWORD_MAX_BYTES,
-    add_user,
     normalize_email,
+    prepare_user,
+    store_user,
     validate_full_name,
     validate_password,
 )
@@ -70,20 +71,19 @@ class RegisterUser:
         self._hasher = hasher
 
     def __call__(self, request: Registration) -> User:
+        # Hashed before the transaction starts, so the slow part holds no lock.
+        new_user = prepare_user(
+            self._hasher,
+            email=request.email,
+            username=request.username,
+            password=request.password,
+            full_name=request.full_name,
+        )
         with self._uow_factory() as uow:
             referrer_id = None
             if request.referral_code and request.referral_code.strip():
                 referrer_id = _active_referrer(uow, request.referral_code).id
-            user = add_user(
-                uow,
-                self._clock,
-                self._hasher,
-                email=request.email,
-                username=request.username,
-                password=request.password,
-                full_name=request.full_name,
-                referred_by_id=referrer_id,
-            )
+            user = store_user(uow, self._clock, new_user, referred_by_id=referrer_id)
             uow.commit()
         return user
 

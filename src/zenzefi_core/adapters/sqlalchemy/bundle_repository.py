@@ -7,6 +7,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Row, func, insert, select, text, update
 
+from zenzefi_core.adapters.sqlalchemy.engine import take_write_lock
 from zenzefi_core.adapters.sqlalchemy.tables import bundle_purchases, token_bundles
 from zenzefi_core.domain.bundles import BundlePurchase, TokenBundle
 from zenzefi_core.domain.tokens import TokenScope
@@ -95,8 +96,9 @@ class SqlBundleRepository:
         return self._c.execute(select(func.count()).select_from(token_bundles)).scalar_one()
 
     def lock_catalogue(self) -> None:
-        # SQLite already holds the database's write lock (BEGIN IMMEDIATE). On PostgreSQL this
-        # mode conflicts with itself and with writers, but not with readers of the catalogue.
+        # SQLite takes the database's write lock. On PostgreSQL this mode conflicts with itself
+        # and with writers, but not with readers of the catalogue.
+        take_write_lock(self._c)
         if self._c.dialect.name == "postgresql":
             self._c.execute(text("LOCK TABLE token_bundles IN SHARE ROW EXCLUSIVE MODE"))
 

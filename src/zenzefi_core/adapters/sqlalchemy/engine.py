@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, TextClause, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.selectable import SelectBase
 
 
 def normalize_url(url: str) -> str:
@@ -63,10 +66,83 @@ def _sqlite_engine(url: str, database: str | None, **kwargs: Any) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        # Take the write lock up front: a deferred transaction that reads and then writes can
-        # fail at once with "database is locked" when another writer got in between, whereas an
-        # immediate one simply waits its turn (busy_timeout).
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _on_begin(connection: Connection) -> None:
+        # SQLite's own BEGIN waits for the transaction's first statement (_before_cursor_execute).
+        connection.info[_WRITING] = False
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before_cursor_execute(
+        connection: Connection,
+        cursor: Any,
+        statement: str,
+        _parameters: Any,
+        context: Any,
+        _executemany: bool,
+    ) -> None:
+        # Raised from here, a "database is locked" is wrapped like the statement's own errors.
+        if connection.info.get(_WRITING):
+            return
+        if _needs_write_lock(context.compiled, statement):
+            _begin_writing(connection, cursor)
+        elif not cursor.connection.in_transaction:
+            # A deferred transaction: its reads share one snapshot and take no lock, so a
+            # purchase never waits behind a request that only reads (in WAL mode readers and
+            # the writer do not block each other).
+            cursor.execute("BEGIN")
 
     return engine
+
+
+#: Set in a SQLite connection's `info` once its transaction holds the write lock.
+_WRITING = "zenzefi_sqlite_writing"
+
+
+def _driver(connection: Connection) -> sqlite3.Connection:
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    return driver
+
+
+def _needs_write_lock(compiled: Any, statement: str) -> bool:
+    """Everything but a plain SELECT writes, or (FOR UPDATE, a table lock) asks to be alone."""
+    if compiled is None or isinstance(compiled.statement, TextClause):
+        return not statement.lstrip().upper().startswith("SELECT")
+    element = compiled.statement
+    if isinstance(element, SelectBase):
+        return getattr(element, "_for_update_arg", None) is not None
+    return True
+
+
+def _begin_writing(connection: Connection, cursor: Any) -> None:
+    """Take SQLite's write lock for the rest of the transaction, waiting for it; a transaction
+    that has read so far trades its snapshot for it.
+
+    Upgrading the deferred transaction in place would fail at once with SQLITE_BUSY (no
+    waiting: its snapshot is stale) whenever another writer committed since it began. So the
+    read-only part ends (it wrote nothing) and an immediate transaction begins, which waits
+    for the lock within the busy timeout, like PostgreSQL's READ COMMITTED: what was read
+    before is not protected, which is why debits are conditional updates and contested rows
+    are read FOR UPDATE (which lands here first).
+    """
+    if cursor.connection.in_transaction:
+        cursor.execute("COMMIT")
+    cursor.execute("BEGIN IMMEDIATE")
+    connection.info[_WRITING] = True
+
+
+def take_write_lock(connection: Connection) -> None:
+    """Hold SQLite's write lock from now until the transaction ends; elsewhere nothing.
+
+    For work that must be alone from its first read on, such as applying migrations or
+    seeding an empty table (PostgreSQL locks what it needs itself).
+    """
+    if connection.dialect.name != "sqlite":
+        return
+    if not connection.in_transaction():
+        connection.begin()
+    if connection.info.get(_WRITING):
+        return
+    try:
+        _begin_writing(connection, _driver(connection).cursor())
+    except sqlite3.OperationalError as error:
+        raise OperationalError("BEGIN IMMEDIATE", None, error) from error

@@ -178,8 +178,8 @@ class SqlReferralRepository:
 
     def lock_referrer(self, referrer_id: UUID) -> None:
         # FOR NO KEY UPDATE on PostgreSQL: the lock a balance update takes, which still lets
-        # other transactions insert rows that reference the user. SQLite ignores it and already
-        # holds the database's write lock.
+        # other transactions insert rows that reference the user. On SQLite it takes the
+        # database's write lock (see engine.py).
         self._c.execute(
             select(users.c.id).where(users.c.id == referrer_id).with_for_update(key_share=True)
         )

@@ -436,7 +436,7 @@ class SqlOutboxRepository:
             .where(outbox_events.c.dispatched_at.is_(None))
             .order_by(outbox_events.c.created_at, outbox_events.c.id)
             .limit(limit)
-            # SQLite has no row locks and ignores this; its transactions never overlap anyway.
+            # SQLite has no row locks: FOR UPDATE takes its write lock (see engine.py) instead.
             .with_for_update(skip_locked=True)
         )
         return [_event(row) for row in rows]

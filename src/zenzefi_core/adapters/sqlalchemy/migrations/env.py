@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from zenzefi_core.adapters.sqlalchemy.engine import make_engine
+from zenzefi_core.adapters.sqlalchemy.engine import make_engine, take_write_lock
 from zenzefi_core.adapters.sqlalchemy.tables import metadata
 from zenzefi_core.settings import Settings
 
@@ -24,6 +24,9 @@ def run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        # Alone from the first read of the current revision on: two processes starting at
+        # once must not both see the schema as old and both change it.
+        take_write_lock(connection)
         context.run_migrations()
     connection.commit()
 
