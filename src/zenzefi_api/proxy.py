@@ -88,9 +88,25 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-#: Client headers dropped on the way up: ours to set (identity, forwarding) or the proxy's own.
+#: Client headers dropped on the way up: ours to set (identity, forwarding), the proxy's own,
+#: and those a server behind a CDN or load balancer may believe about the client's address
+#: (`X-Real-IP` and kin) or the path it asked for (`X-Original-URL`, `X-Rewrite-URL`: IIS and
+#: some frameworks route by them, which would walk past the scope check).
 DROPPED_REQUEST_HEADERS = frozenset(
-    {"host", TOKEN_HEADER, "x-user-id", "x-token-id", "forwarded", "content-length"}
+    {
+        "host",
+        TOKEN_HEADER,
+        "x-user-id",
+        "x-token-id",
+        "forwarded",
+        "content-length",
+        "x-real-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-client-ip",
+        "x-original-url",
+        "x-rewrite-url",
+    }
 )
 #: The proxy's authentication in the schema: an access token, never a login bearer.
 ACCESS_TOKEN: list[dict[str, list[str]]] = [{"AccessToken": []}]
@@ -98,6 +114,7 @@ UPSTREAM_DOWN = "Upstream server unavailable"
 UPSTREAM_TIMEOUT = "Upstream server timed out"
 FORWARDED_METHODS = [
     HttpMethod.GET,
+    HttpMethod.HEAD,
     HttpMethod.POST,
     HttpMethod.PUT,
     HttpMethod.PATCH,

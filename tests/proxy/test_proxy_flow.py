@@ -317,3 +317,51 @@ def test_the_upstream_root_is_reachable_with_and_without_a_trailing_slash(
         )
         assert response.status_code == 200, (path, response.text)
     assert proxy.seen.paths()[-2:] == ["/", "/"]
+
+
+def test_head_is_forwarded(proxy: ProxyEnv) -> None:
+    token = proxy.token(scope="certificates_only")
+    response = proxy.forward("HEAD", "certificates/filter?q=1", token)
+    assert response.status_code == 200, response.text
+    assert response.content == b""
+    assert response.headers["content-type"] == "application/json"
+    [seen] = proxy.seen.requests
+    assert seen["method"] == "HEAD"
+    assert seen["raw_path"] == "/certificates/filter"
+    assert seen["query"] == "q=1"
+    # The scope holds for HEAD like for any method.
+    assert proxy.forward("HEAD", "admin/users", token).status_code == 403
+    assert len(proxy.seen.requests) == 1
+
+
+def test_client_address_and_rewrite_headers_never_reach_the_upstream(proxy: ProxyEnv) -> None:
+    spoofed = {
+        "X-Real-IP": "6.6.6.6",
+        "True-Client-IP": "6.6.6.6",
+        "CF-Connecting-IP": "6.6.6.6",
+        "X-Client-IP": "6.6.6.6",
+        "X-Original-URL": "/admin/users",
+        "X-Rewrite-URL": "/admin/users",
+        "X-Forwarded-Prefix": "/admin",
+    }
+    response = proxy.forward("GET", "echo", proxy.token(), headers=spoofed)
+    assert response.status_code == 200, response.text
+    names = {name for name, _ in response.json()["headers"]}
+    assert names.isdisjoint(name.lower() for name in spoofed), names
+    assert "6.6.6.6" not in response.text
+    assert "/admin" not in response.text
+
+
+def test_post_to_the_status_route_is_a_405_naming_get(proxy: ProxyEnv) -> None:
+    token = proxy.token()
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        response = proxy.client.request(
+            method,
+            "/api/v1/proxy/status",
+            headers={"X-Access-Token": token, "X-Device-ID": "device-aaaa-1"},
+            content=b"{}",
+        )
+        assert response.status_code == 405, (method, response.text)
+        assert "GET" in [m.strip() for m in response.headers["allow"].split(",")]
+        assert response.json()["detail"]
+    assert proxy.seen.requests == [], "never forwarded"
