@@ -13,8 +13,9 @@ from uuid import UUID
 from sqlalchemy import Engine
 
 from tests.proxy.conftest import ProxyEnv, Seen, free_port, start_proxy
+from zenzefi_core.security import hash_access_token
 from zenzefi_core.services.admin import AccountChange, SetUserActive
-from zenzefi_core.services.proxy import CloseIdleSessions, ReportExpiredTokens
+from zenzefi_core.services.proxy import CloseIdleSessions, ReportExpiredTokens, ready_key
 from zenzefi_core.services.tokens import RevokeToken, TokenRevocation
 from zenzefi_core.settings import ProxySettings, UpstreamSettings
 
@@ -287,7 +288,10 @@ def test_revoke_and_ban_take_effect_on_the_next_request(proxy: ProxyEnv) -> None
     unused = proxy.token(owner)
     assert proxy.status(unused).json()["status"] == "ready"
     token_id = UUID(proxy.status(unused).json()["token_id"])
-    RevokeToken(proxy.core.uow, proxy.clock, proxy.core.policy)(TokenRevocation(owner.id, token_id))
+    # The status was cached as "ready"; the revocation tombstones it, as the API's does.
+    RevokeToken(proxy.core.uow, proxy.clock, proxy.core.policy, proxy.core.access_cache)(
+        TokenRevocation(owner.id, token_id)
+    )
     assert proxy.status(unused).status_code == 401
     assert proxy.forward("GET", "a", unused).status_code == 401
 
@@ -365,3 +369,35 @@ def test_post_to_the_status_route_is_a_405_naming_get(proxy: ProxyEnv) -> None:
         assert "GET" in [m.strip() for m in response.headers["allow"].split(",")]
         assert response.json()["detail"]
     assert proxy.seen.requests == [], "never forwarded"
+
+
+def test_status_is_served_from_the_cache_and_revocation_clears_it(proxy: ProxyEnv) -> None:
+    owner = proxy.user()
+    token = proxy.token(owner)
+    token_hash = hash_access_token(token)
+    assert proxy.status(token).json()["status"] == "ready"
+    # The status call filled the cache: the next one needs no database.
+    assert proxy.core.access_cache.get(ready_key(token_hash)) is not None
+    assert proxy.status(token).json()["status"] == "ready"
+
+    login = proxy.client.post(
+        "/api/v1/auth/login", json={"email": owner.email, "password": "correct horse"}
+    )
+    bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    token_id = proxy.status(token).json()["token_id"]
+    revoked = proxy.client.delete(f"/api/v1/tokens/{token_id}", headers=bearer)
+    assert revoked.status_code == 200, revoked.text
+    assert proxy.status(token).status_code == 401
+    assert proxy.forward("GET", "a", token).status_code == 401
+
+
+def test_activation_turns_a_cached_ready_status_active(proxy: ProxyEnv) -> None:
+    token = proxy.token()
+    assert proxy.status(token).json()["status"] == "ready"
+    assert proxy.forward("GET", "a", token).status_code == 200
+    active = proxy.status(token).json()
+    assert active["status"] == "active"
+    assert active["is_activated"] is True
+    assert active["expires_at"] is not None
+    proxy.clock.advance(timedelta(hours=25))
+    assert proxy.status(token).status_code == 401
