@@ -11,10 +11,11 @@ write dropped) instead of failing the request, and the proxy keeps serving from 
 
 The proxy reads through a `TokenReader`: with Redis, `RedisTokenReader` keeps what it read in a
 small dictionary of its own for a few seconds and asks Redis (`redis.asyncio`) only on a miss.
-Every overwrite or delete (a tombstone after a ban, a revocation or an activation; a device's
-new hold) is published on the namespace's invalidation channel, and every process's reader
-drops that key from its dictionary as the message arrives, so a change made through one
-process holds in all of them at once. While the subscription is down nothing is kept locally.
+It keeps a key's absence the same way. Every write (a fill, a tombstone after a ban, a
+revocation or an activation, a device's new hold, a delete) is published on the namespace's
+invalidation channel, and every process's reader drops that key from its dictionary as the
+message arrives, so a change made through one process holds in all of them at once. While the
+subscription is down nothing is kept locally.
 """
 
 from __future__ import annotations
@@ -140,9 +141,13 @@ class RedisAccessCache:
 
     def add(self, key: str, value: str, ttl_seconds: float) -> bool:
         def store() -> bool:
-            return bool(
+            stored = bool(
                 self._client.set(self._prefix + key, value, px=_milliseconds(ttl_seconds), nx=True)
             )
+            if stored:
+                # Readers may hold the key's absence: they must drop that too.
+                self._client.publish(self._channel, key)
+            return stored
 
         return self._call(store, False)
 
@@ -239,7 +244,8 @@ class RedisTokenReader:
         self._local_seconds = local_seconds
         self._retry_after = retry_after_seconds
         self._monotonic = monotonic
-        self._local: dict[str, tuple[str, float]] = {}
+        #: key -> (value, or None for a key known to be absent; until when it may be used)
+        self._local: dict[str, tuple[str | None, float]] = {}
         #: Counts invalidations: a read that raced one is not kept.
         self._generation = 0
         self._subscribed = False
@@ -291,10 +297,17 @@ class RedisTokenReader:
         if self._down_until is not None:
             self._down_until = None
             logger.warning("token cache reachable again")
-        if value is not None and ttl > 0 and self._subscribed and generation == self._generation:
-            if len(self._local) >= LOCAL_MAX_ENTRIES:
-                self._local.clear()
-            self._local[key] = (value, now + min(ttl / 1000, self._local_seconds))
+        if self._subscribed and generation == self._generation:
+            if value is None:
+                keep = self._local_seconds
+            elif ttl > 0:
+                keep = min(ttl / 1000, self._local_seconds)
+            else:  # expired between the two commands
+                keep = 0.0
+            if keep > 0:
+                if len(self._local) >= LOCAL_MAX_ENTRIES:
+                    self._local.clear()
+                self._local[key] = (value, now + keep)
         return None if value is None else str(value)
 
     async def _listen(self) -> None:

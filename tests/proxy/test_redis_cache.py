@@ -159,12 +159,23 @@ def test_the_readers_local_copy_is_dropped_when_another_process_changes_it(
                 return reader.subscribed
 
             await _until(subscribed, "the reader subscribed")
-            assert redis_cache.add("tok:x", "first", 60)
-            assert await reader.get("tok:x") == "first"
-            # Kept locally: removed in Redis behind the readers' backs (nothing published),
-            # the reader still answers from its own copy...
             raw = redis.Redis.from_url(redis_url)
-            raw.delete(f"{redis_cache.namespace}:cache:tok:x")
+            name = f"{redis_cache.namespace}:cache:tok:x"
+            # The reader keeps a key's absence: written behind its back (nothing published),
+            # the key stays absent to it...
+            assert await reader.get("tok:x") is None
+            raw.set(name, "sneaked in", px=60_000)
+            assert await reader.get("tok:x") is None
+            # ...until a write is published, as every write of the cache adapter is.
+            redis_cache.set("tok:x", "first", 60)
+
+            async def filled() -> bool:
+                return await reader.get("tok:x") == "first"
+
+            await _until(filled, "the fill reached the reader")
+            # Kept locally: removed in Redis behind its back, the reader still answers from
+            # its own copy...
+            raw.delete(name)
             raw.close()
             assert await reader.get("tok:x") == "first"
 
