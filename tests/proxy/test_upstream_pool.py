@@ -5,16 +5,25 @@ interim answers, HEAD, and bodies cut short."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from zenzefi_api.upstream import (
     Origin,
     UpstreamPool,
     UpstreamTimeout,
     UpstreamUnreachable,
+    ssl_context,
 )
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
@@ -279,5 +288,85 @@ def test_nothing_listening_is_unreachable() -> None:
         with pytest.raises(UpstreamUnreachable):
             await fetch(pool)
         assert pool._open == 0
+
+    asyncio.run(main())
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by itself, and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upstream.test")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "upstream.pem", folder / "upstream.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_an_https_upstream_is_verified_unless_told_otherwise(tmp_path: Path) -> None:
+    cert_file, key_file = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_file, key_file)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(ok(b"secret"))
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_tls)
+        port = server.sockets[0].getsockname()[1]
+        origin = Origin.parse(f"https://127.0.0.1:{port}")
+        pools: list[UpstreamPool] = []
+
+        def pool(verify: bool, ca_file: Path | None) -> UpstreamPool:
+            pools.append(
+                UpstreamPool(
+                    origin,
+                    ssl_context=ssl_context(verify, ca_file),
+                    max_connections=2,
+                    connect_timeout=2.0,
+                    read_timeout=2.0,
+                )
+            )
+            return pools[-1]
+
+        try:
+            # The system's CAs do not know this certificate: refused, never read.
+            with pytest.raises(UpstreamUnreachable):
+                await fetch(pool(True, None))
+            assert await fetch(pool(True, cert_file)) == (200, b"secret")
+            assert await fetch(pool(False, None)) == (200, b"secret")
+        finally:
+            for each in pools:
+                await each.aclose()
+            server.close()
+            await asyncio.sleep(0.1)
 
     asyncio.run(main())
