@@ -129,6 +129,8 @@ _BYTES_IN = PROXY_BYTES.labels("in")
 _BYTES_OUT = PROXY_BYTES.labels("out")
 #: The proxy's authentication in the schema: an access token, never a login bearer.
 ACCESS_TOKEN: list[dict[str, list[str]]] = [{"AccessToken": []}]
+#: Bodies longer than this (or of unknown length) are watched for the client hanging up.
+WATCH_ABOVE_BYTES = 1024 * 1024
 UPSTREAM_DOWN = "Upstream server unavailable"
 UPSTREAM_TIMEOUT = "Upstream server timed out"
 FORWARDED_METHODS = [
@@ -355,7 +357,12 @@ def _default_port(scheme: str) -> int:
 class UpstreamStream(ASGIResponse):
     """The upstream's response, passed on as it comes: status, every header in order (each
     `Set-Cookie` too), and the body chunk by chunk. Counts the bytes and closes the upstream
-    response when done, even when the client goes away first."""
+    response when done, even when the client goes away first.
+
+    A long body (over `WATCH_ABOVE_BYTES`, or of unknown length) stops being read from the
+    upstream as soon as the client hangs up: the server drops what is sent to a client that has
+    gone without a word, so without watching, an abandoned download would still be pulled
+    through to its last byte. Short ones are not worth a watcher."""
 
     def __init__(
         self,
@@ -367,12 +374,17 @@ class UpstreamStream(ASGIResponse):
         self._upstream = upstream
         self._raw_headers = list(headers)
         self._on_done = on_done
+        length = next(
+            (value for name, value in upstream.headers if name == b"content-length"), None
+        )
+        self._watch = length is None or not length.isdigit() or int(length) > WATCH_ABOVE_BYTES
 
     def encode_headers(self) -> list[tuple[bytes, bytes]]:
         return self._raw_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sent = 0
+        gone: asyncio.Future[None] | None = None
         try:
             await send(
                 {
@@ -381,7 +393,11 @@ class UpstreamStream(ASGIResponse):
                     "headers": self._raw_headers,
                 }
             )
+            if self._watch:
+                gone = asyncio.ensure_future(_client_gone(receive))
             async for chunk in self._upstream.body():
+                if gone is not None and gone.done():
+                    return
                 sent += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -389,8 +405,19 @@ class UpstreamStream(ASGIResponse):
             # Headers are out: all that is left is to cut the connection short.
             logger.warning("upstream failed while streaming a response")
         finally:
+            if gone is not None:
+                if not gone.done():
+                    gone.cancel()
+                elif not gone.cancelled():
+                    gone.exception()  # retrieved, so an error there is not reported as lost
             await self._upstream.aclose()
             self._on_done(sent)
+
+
+async def _client_gone(receive: Receive) -> None:
+    """Returns once the client has disconnected (or the response is complete)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class UpstreamResponseBody(Response[bytes]):

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from sqlalchemy import Engine
 
+from tests.notifications import eventually
 from tests.proxy.conftest import ProxyEnv, Seen, free_port, start_proxy
 from zenzefi_core.security import hash_access_token
 from zenzefi_core.services.admin import AccountChange, SetUserActive
@@ -401,3 +402,30 @@ def test_activation_turns_a_cached_ready_status_active(proxy: ProxyEnv) -> None:
     assert active["expires_at"] is not None
     proxy.clock.advance(timedelta(hours=25))
     assert proxy.status(token).status_code == 401
+
+
+def test_a_download_the_client_abandons_stops_being_read_from_the_upstream(
+    proxy: ProxyEnv,
+) -> None:
+    token = proxy.token()
+    size = 200 * 1024 * 1024
+    with proxy.client.stream(
+        "GET",
+        f"/api/v1/proxy/download?size={size}",
+        headers={"X-Access-Token": token, "X-Device-ID": "device-aaaa-1"},
+    ) as response:
+        received = 0
+        for chunk in response.iter_raw():
+            received += len(chunk)
+            if received >= 1024 * 1024:
+                break
+    # Leaving the block before the end closes the connection: the client has hung up.
+    token_id = proxy.status(token).json()["token_id"]
+
+    def counted():
+        proxy.flush()
+        found = sessions(proxy, token_id)
+        return found if found and found[0].request_count == 1 else None
+
+    [session] = eventually(counted, timeout=30, what="the abandoned download counted")
+    assert received <= session.bytes_out < size // 4
