@@ -8,30 +8,25 @@ module forwards bytes. The hot path is a cache hit and touches no database; the 
 of a token, a new device and an expired device hold go through `ProxyAccess.authorize` in a
 worker thread.
 
-Bodies stream both ways through one pooled `httpx.AsyncClient`, so memory does not grow with the
-size of an upload or a download. Uploads through the proxy are not subject to the API's
-`MAX_REQUEST_BYTES`: they are streamed, never held, and the upstream server is the judge of what
-it accepts. Upstream redirects go back to the client (pointing at the proxy when they point at
-the upstream itself), and no error names the upstream's address.
+Bodies stream both ways through one keep-alive connection pool (`zenzefi_api.upstream`), so
+memory does not grow with the size of an upload or a download. Uploads through the proxy are not
+subject to the API's `MAX_REQUEST_BYTES`: they are streamed, never held, and the upstream server
+is the judge of what it accepts. Upstream redirects go back to the client (pointing at the proxy
+when they point at the upstream itself), and no error names the upstream's address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import math
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio.to_thread
-import httpx
 import msgspec
 from litestar import Controller, HttpMethod, Request, Response, get, route
 from litestar.exceptions import (
@@ -42,16 +37,26 @@ from litestar.exceptions import (
 from litestar.response.base import ASGIResponse
 from litestar.types import Receive, Scope, Send
 
+from zenzefi_api.cache import TokenReader, token_reader_for
 from zenzefi_api.context import api_context, client_address
 from zenzefi_api.metrics import (
     PROXY_BYTES,
     PROXY_LATENCY,
     PROXY_REQUESTS,
+    PROXY_RESULTS,
     TOKEN_CHECKS,
     proxy_result,
 )
 from zenzefi_api.ratelimit import too_many
 from zenzefi_api.schemas import ErrorBody, OptionalTimestamp, error_responses, timestamp
+from zenzefi_api.upstream import (
+    Origin,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamTimeout,
+    ssl_context,
+)
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.proxy_scope import InvalidPath, encode_path, in_scope, normalise_path
 from zenzefi_core.security import hash_access_token
@@ -66,6 +71,12 @@ from zenzefi_core.services.proxy import (
     ProxyStatus,
     RecordUsage,
     UsageMeter,
+    cached_token,
+    device_key,
+    grant_from_cache,
+    ready_key,
+    state_from_cache,
+    token_key,
 )
 from zenzefi_core.settings import Settings
 
@@ -88,16 +99,42 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-#: Client headers dropped on the way up: ours to set (identity, forwarding) or the proxy's own.
+#: Client headers dropped on the way up: ours to set (identity, forwarding), the proxy's own,
+#: and those a server behind a CDN or load balancer may believe about the client's address
+#: (`X-Real-IP` and kin) or the path it asked for (`X-Original-URL`, `X-Rewrite-URL`: IIS and
+#: some frameworks route by them, which would walk past the scope check).
 DROPPED_REQUEST_HEADERS = frozenset(
-    {"host", TOKEN_HEADER, "x-user-id", "x-token-id", "forwarded", "content-length"}
+    {
+        "host",
+        TOKEN_HEADER,
+        "x-user-id",
+        "x-token-id",
+        "forwarded",
+        "content-length",
+        "x-real-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-client-ip",
+        "x-original-url",
+        "x-rewrite-url",
+    }
 )
+#: The metric series the proxy counts into, bound once rather than looked up per request.
+_CACHE_HIT = TOKEN_CHECKS.labels("cache_hit")
+_CACHE_MISS = TOKEN_CHECKS.labels("cache_miss")
+_INVALID = TOKEN_CHECKS.labels("invalid")
+_RESULTS = {result: PROXY_REQUESTS.labels(result) for result in PROXY_RESULTS}
+_BYTES_IN = PROXY_BYTES.labels("in")
+_BYTES_OUT = PROXY_BYTES.labels("out")
 #: The proxy's authentication in the schema: an access token, never a login bearer.
 ACCESS_TOKEN: list[dict[str, list[str]]] = [{"AccessToken": []}]
+#: Bodies longer than this (or of unknown length) are watched for the client hanging up.
+WATCH_ABOVE_BYTES = 1024 * 1024
 UPSTREAM_DOWN = "Upstream server unavailable"
 UPSTREAM_TIMEOUT = "Upstream server timed out"
 FORWARDED_METHODS = [
     HttpMethod.GET,
+    HttpMethod.HEAD,
     HttpMethod.POST,
     HttpMethod.PUT,
     HttpMethod.PATCH,
@@ -126,9 +163,9 @@ class ProxyRuntime:
     core: Core
     access: ProxyAccess
     status: ProxyStatus
+    tokens: TokenReader
     meter: UsageMeter = field(default_factory=UsageMeter)
-    client: httpx.AsyncClient | None = None
-    upstream: httpx.URL | None = None
+    pool: UpstreamPool | None = None
     _flusher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -144,31 +181,27 @@ class ProxyRuntime:
             access=ProxyAccess(
                 core.uow, core.clock, core.access_cache, policy, core.policy.referrals
             ),
-            status=ProxyStatus(core.uow, core.clock, core.access_cache),
+            status=ProxyStatus(
+                core.uow, core.clock, core.access_cache, settings.proxy.cache_seconds
+            ),
+            tokens=token_reader_for(core.access_cache),
         )
 
     async def start(self) -> None:
         upstream = self.settings.upstream
         if upstream.url:
-            self.upstream = httpx.URL(upstream.url.rstrip("/"))
-            self.client = httpx.AsyncClient(
-                transport=ShardedTransport(
-                    verify=_verify(upstream.verify_tls, upstream.ca_file),
-                    max_connections=upstream.max_connections,
-                ),
-                follow_redirects=False,
-                trust_env=False,
-                timeout=httpx.Timeout(
-                    connect=upstream.connect_timeout_seconds,
-                    read=upstream.read_timeout_seconds,
-                    write=upstream.read_timeout_seconds,
-                    # A pool that runs dry queues requests; one waiting this long gets a 504.
-                    pool=upstream.read_timeout_seconds,
-                ),
+            origin = Origin.parse(upstream.url)
+            self.pool = UpstreamPool(
+                origin,
+                ssl_context=ssl_context(upstream.verify_tls, upstream.ca_file)
+                if origin.scheme == "https"
+                else None,
+                max_connections=upstream.max_connections,
+                connect_timeout=upstream.connect_timeout_seconds,
+                # Also the longest wait for a free connection when the pool runs dry (504).
+                read_timeout=upstream.read_timeout_seconds,
             )
-            # One client serves every user: it must never keep a cookie one user's response
-            # set and send it with another user's request. The clients keep their own cookies.
-            self.client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        await self.tokens.start()
         self._flusher = asyncio.create_task(self._flush_periodically())
 
     async def stop(self) -> None:
@@ -178,9 +211,10 @@ class ProxyRuntime:
                 await self._flusher
             self._flusher = None
         await self.flush()
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+        if self.pool is not None:
+            await self.pool.aclose()
+            self.pool = None
+        await self.tokens.aclose()
 
     async def flush(self) -> None:
         """Write the usage counted since the last flush, in one transaction; on failure keep it
@@ -198,43 +232,6 @@ class ProxyRuntime:
         while True:
             await asyncio.sleep(self.settings.usage_flush_seconds)
             await self.flush()
-
-
-class ShardedTransport(httpx.AsyncBaseTransport):
-    """The client's connection pool, split into a few smaller pools taken in turn.
-
-    httpcore's pool examines every waiting request against every connection (a system call
-    each) whenever one is assigned, so its cost grows with the square of the concurrency: at 64
-    requests in flight one pool managed a third of what it does at 4 (see
-    docs/performance.md). Shards of a few connections each keep that square small; together they
-    hold `max_connections`, and a request waits only for a connection of its own shard.
-    """
-
-    SHARDS = 8
-
-    def __init__(self, *, verify: ssl.SSLContext | bool, max_connections: int) -> None:
-        shards = min(self.SHARDS, max_connections)
-        per_shard = math.ceil(max_connections / shards)
-        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
-        self._shards = [
-            httpx.AsyncHTTPTransport(verify=verify, limits=limits) for _ in range(shards)
-        ]
-        self._turn = itertools.cycle(self._shards)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await next(self._turn).handle_async_request(request)
-
-    async def aclose(self) -> None:
-        for shard in self._shards:
-            await shard.aclose()
-
-
-def _verify(verify_tls: bool, ca_file: Any) -> ssl.SSLContext | bool:
-    if not verify_tls:
-        return False
-    if ca_file is not None:
-        return ssl.create_default_context(cafile=str(ca_file))
-    return True
 
 
 def proxy_runtime(request: Request[Any, Any, Any]) -> ProxyRuntime:
@@ -315,26 +312,24 @@ def _request_headers(
     return headers
 
 
-def _response_headers(
-    upstream: httpx.Response, upstream_base: httpx.URL
-) -> list[tuple[bytes, bytes]]:
+def _response_headers(upstream: UpstreamResponse, origin: Origin) -> list[tuple[bytes, bytes]]:
     connection_named = {
-        name.strip().lower().encode("latin-1")
-        for value in upstream.headers.get_list("connection")
-        for name in value.split(",")
+        name.strip().lower()
+        for header, value in upstream.headers
+        if header == b"connection"
+        for name in value.split(b",")
     }
     headers = []
-    for name, value in upstream.headers.raw:
-        lowered = name.lower()
-        if lowered.decode("latin-1") in HOP_BY_HOP or lowered in connection_named:
+    for name, value in upstream.headers:
+        if name.decode("latin-1") in HOP_BY_HOP or name in connection_named:
             continue
-        if lowered == b"location":
-            value = _client_location(value.decode("latin-1"), upstream_base).encode("latin-1")
-        headers.append((lowered, value))
+        if name == b"location":
+            value = _client_location(value.decode("latin-1"), origin).encode("latin-1")
+        headers.append((name, value))
     return headers
 
 
-def _client_location(location: str, upstream_base: httpx.URL) -> str:
+def _client_location(location: str, origin: Origin) -> str:
     """A redirect into the upstream itself is shown as the same place behind the proxy, so the
     client follows it through the proxy and never learns the upstream's address."""
     target = urlsplit(location)
@@ -343,16 +338,14 @@ def _client_location(location: str, upstream_base: httpx.URL) -> str:
             return PROXY_PREFIX + location
         return location
     same_origin = (
-        target.scheme == upstream_base.scheme
-        and (target.hostname or "") == upstream_base.host
-        and (target.port or _default_port(target.scheme))
-        == (upstream_base.port or _default_port(upstream_base.scheme))
+        target.scheme == origin.scheme
+        and (target.hostname or "") == origin.host
+        and (target.port or _default_port(target.scheme)) == origin.port
     )
     if same_origin:
-        base_path = upstream_base.path.rstrip("/")
         path = target.path
-        if base_path and path.startswith(base_path):
-            path = path[len(base_path) :]
+        if origin.base_path and path.startswith(origin.base_path):
+            path = path[len(origin.base_path) :]
         query = f"?{target.query}" if target.query else ""
         return PROXY_PREFIX + (path or "/") + query
     return location
@@ -365,46 +358,70 @@ def _default_port(scheme: str) -> int:
 class UpstreamStream(ASGIResponse):
     """The upstream's response, passed on as it comes: status, every header in order (each
     `Set-Cookie` too), and the body chunk by chunk. Counts the bytes and closes the upstream
-    response when done, even when the client goes away first."""
+    response when done, even when the client goes away first.
+
+    A long body (over `WATCH_ABOVE_BYTES`, or of unknown length) stops being read from the
+    upstream as soon as the client hangs up: the server drops what is sent to a client that has
+    gone without a word, so without watching, an abandoned download would still be pulled
+    through to its last byte. Short ones are not worth a watcher."""
 
     def __init__(
         self,
-        upstream: httpx.Response,
+        upstream: UpstreamResponse,
         headers: Iterable[tuple[bytes, bytes]],
         on_done: Callable[[int], None],
     ) -> None:
-        super().__init__(status_code=upstream.status_code)
+        super().__init__(status_code=upstream.status)
         self._upstream = upstream
         self._raw_headers = list(headers)
         self._on_done = on_done
+        length = next(
+            (value for name, value in upstream.headers if name == b"content-length"), None
+        )
+        self._watch = length is None or not length.isdigit() or int(length) > WATCH_ABOVE_BYTES
 
     def encode_headers(self) -> list[tuple[bytes, bytes]]:
         return self._raw_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sent = 0
+        gone: asyncio.Future[None] | None = None
         try:
             await send(
                 {
                     "type": "http.response.start",
-                    "status": self._upstream.status_code,
+                    "status": self._upstream.status,
                     "headers": self._raw_headers,
                 }
             )
-            async for chunk in self._upstream.aiter_raw():
-                if chunk:
-                    sent += len(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if self._watch:
+                gone = asyncio.ensure_future(_client_gone(receive))
+            async for chunk in self._upstream.body():
+                if gone is not None and gone.done():
+                    return
+                sent += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except httpx.HTTPError:
+        except UpstreamError:
             # Headers are out: all that is left is to cut the connection short.
             logger.warning("upstream failed while streaming a response")
         finally:
+            if gone is not None:
+                if not gone.done():
+                    gone.cancel()
+                elif not gone.cancelled():
+                    gone.exception()  # retrieved, so an error there is not reported as lost
             await self._upstream.aclose()
             self._on_done(sent)
 
 
-class UpstreamResponse(Response[bytes]):
+async def _client_gone(receive: Receive) -> None:
+    """Returns once the client has disconnected (or the response is complete)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class UpstreamResponseBody(Response[bytes]):
     """Hands Litestar the `UpstreamStream` as it is."""
 
     def __init__(self, stream: UpstreamStream) -> None:
@@ -429,7 +446,15 @@ class ProxyController(Controller):
     async def status(self, request: Request[Any, Any, Any]) -> ProxyStatusOut:
         runtime = proxy_runtime(request)
         token_hash = _token_hash(request)
-        state = await anyio.to_thread.run_sync(runtime.status, token_hash)
+        tokens = runtime.tokens
+        state = state_from_cache(
+            cached_token(await tokens.get(token_key(token_hash))),
+            cached_token(await tokens.get(ready_key(token_hash))),
+            runtime.core.clock.now(),
+        )
+        if state is None:
+            # Read from the database, which fills the cache for the next call.
+            state = await anyio.to_thread.run_sync(runtime.status.from_database, token_hash)
         return ProxyStatusOut(
             connected=True,
             user_id=str(state.user_id),
@@ -463,9 +488,9 @@ class ProxyController(Controller):
             raise ClientException(detail="Invalid path") from None
         address = client_address(request)
         try:
-            grant = runtime.access.check_cached(token_hash, device_id)
+            grant = await self._cached_grant(runtime, token_hash, device_id)
             if grant is not None:
-                TOKEN_CHECKS.labels("cache_hit").inc()
+                _CACHE_HIT.inc()
             else:
                 grant = await anyio.to_thread.run_sync(
                     runtime.access.authorize,
@@ -477,16 +502,30 @@ class ProxyController(Controller):
                         path=segments,
                     ),
                 )
-                TOKEN_CHECKS.labels("cache_miss").inc()
+                _CACHE_MISS.inc()
         except InvalidAccessToken:
-            TOKEN_CHECKS.labels("invalid").inc()
+            _INVALID.inc()
             raise
         if not in_scope(grant.scope, segments):
             raise PermissionDeniedException(detail="Path is outside the access token's scope")
         await self._rate_limit(request, grant)
-        if runtime.client is None or runtime.upstream is None:
+        if runtime.pool is None:
             return _error(502, UPSTREAM_DOWN)
         return await self._send(request, runtime, grant, segments, raw, address)
+
+    @staticmethod
+    async def _cached_grant(
+        runtime: ProxyRuntime, token_hash: str, device_id: str
+    ) -> ProxyGrant | None:
+        """The grant from the cache alone (the hot path), or None: the database decides."""
+        token = cached_token(await runtime.tokens.get(token_key(token_hash)))
+        if token is None or token.expires_at is None:
+            return None
+        now = runtime.core.clock.now()
+        if now >= token.expires_at:
+            raise InvalidAccessToken()
+        holder = await runtime.tokens.get(device_key(token.token_id))
+        return grant_from_cache(token, holder, device_id, now)
 
     @staticmethod
     async def _rate_limit(request: Request[Any, Any, Any], grant: ProxyGrant) -> None:
@@ -508,8 +547,8 @@ class ProxyController(Controller):
         raw: str,
         address: str | None,
     ) -> Response[Any]:
-        assert runtime.client is not None
-        assert runtime.upstream is not None
+        pool = runtime.pool
+        assert pool is not None
         started = time.perf_counter()
         received = 0
 
@@ -520,43 +559,40 @@ class ProxyController(Controller):
                     received += len(chunk)
                     yield chunk
 
-        has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
-        path = runtime.upstream.raw_path.decode("ascii").rstrip("/") + encode_path(
+        headers = request.headers
+        has_body = "content-length" in headers or "transfer-encoding" in headers
+        target = pool.origin.base_path + encode_path(
             segments, trailing_slash=raw.endswith(("/", "\\"))
         )
         query = request.scope.get("query_string", b"")
         if query:
-            path += "?" + query.decode("latin-1")
-        target = runtime.upstream.copy_with(raw_path=path.encode("latin-1"))
-        upstream_request = runtime.client.build_request(
-            request.method,
-            target,
-            headers=_request_headers(request, grant, address),
-            content=body() if has_body else None,
-        )
+            target += "?" + query.decode("latin-1")
         try:
-            upstream = await runtime.client.send(upstream_request, stream=True)
-        except httpx.TimeoutException:
+            upstream = await pool.request(
+                request.method,
+                target,
+                _request_headers(request, grant, address),
+                body() if has_body else None,
+                chunked="content-length" not in headers,
+            )
+        except UpstreamTimeout:
             PROXY_LATENCY.observe(time.perf_counter() - started)
             self._count(runtime, grant, received, 0, "timeout")
             return _error(504, UPSTREAM_TIMEOUT)
-        except httpx.HTTPError:
+        except UpstreamError:
             PROXY_LATENCY.observe(time.perf_counter() - started)
             self._count(runtime, grant, received, 0, "unreachable")
             return _error(502, UPSTREAM_DOWN)
         # The latency the proxy and the upstream add, without the body's streaming time.
         PROXY_LATENCY.observe(time.perf_counter() - started)
-        result = proxy_result(upstream.status_code)
+        result = proxy_result(upstream.status)
 
         def done(sent: int) -> None:
             self._count(runtime, grant, received, sent, result)
 
-        stream = UpstreamStream(
-            upstream,
-            _response_headers(upstream, runtime.upstream),
-            done,
+        return UpstreamResponseBody(
+            UpstreamStream(upstream, _response_headers(upstream, pool.origin), done)
         )
-        return UpstreamResponse(stream)
 
     @staticmethod
     def _count(
@@ -567,9 +603,9 @@ class ProxyController(Controller):
         result: str,
     ) -> None:
         """Count one forwarded request for the session's usage and for the metrics."""
-        PROXY_REQUESTS.labels(result).inc()
-        PROXY_BYTES.labels("in").inc(received)
-        PROXY_BYTES.labels("out").inc(sent)
+        _RESULTS[result].inc()
+        _BYTES_IN.inc(received)
+        _BYTES_OUT.inc(sent)
         runtime.meter.count(
             grant.session_id,
             requests=1,

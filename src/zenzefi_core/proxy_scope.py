@@ -5,6 +5,13 @@ is percent-decoded until it no longer changes (so `%252e%252e` is `..` too), bac
 as separators, empty and `.` segments go, and `..` removes the segment before it (never climbing
 above the root). The proxy then forwards exactly this canonical path, re-encoded, so the server
 behind it cannot read anything else into it. Method and query string play no part.
+
+Java servlet containers (Tomcat, Jetty) and Spring cut a `;` path parameter off each segment
+before they resolve dots, so `..;`, `..;x` or `.;jsessionid=1` climb or stay like `..` and `.`
+there while looking like names here. A segment that is a dot segment once its parameters are cut
+off is refused as malformed: no server reads it the way the check did. Any other `;` is kept and
+forwarded (a servlet reading `filter;x` as `filter` lands on a name, never climbs), so a
+`certificates_only` scope only ever admits the prefixes it lists, spelled as listed.
 """
 
 from __future__ import annotations
@@ -43,7 +50,14 @@ _SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
 
 
 class InvalidPath(ValueError):
-    """A path no server should be asked for: control characters, or endless encoding."""
+    """A path no server should be asked for: control characters, endless encoding, invalid
+    UTF-8 (overlong `%c0%ae` included), or a dot segment carrying a `;` path parameter."""
+
+
+def _is_dot_with_parameters(segment: str) -> bool:
+    """`..;`, `.;x`: a dot segment to a servlet container, which drops everything from `;`."""
+    name, semicolon, _ = segment.partition(";")
+    return bool(semicolon) and name in (".", "..")
 
 
 def _fully_decoded(raw: str) -> str:
@@ -66,6 +80,8 @@ def normalise_path(raw: str) -> tuple[str, ...]:
         raise InvalidPath("Invalid path")
     segments: list[str] = []
     for segment in decoded.replace("\\", "/").split("/"):
+        if _is_dot_with_parameters(segment):
+            raise InvalidPath("Invalid path")
         if segment in ("", "."):
             continue
         if segment == "..":

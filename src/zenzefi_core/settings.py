@@ -152,7 +152,7 @@ class ProxySettings(BaseSettings):
     session_idle_seconds: float = Field(default=300.0, gt=0)
     #: Proxied requests per token per minute; beyond it 429.
     rate_limit_per_minute: int = Field(default=1000, gt=0)
-    #: How long an activated token is served from the cache.
+    #: How long a token is served from the cache (by the proxy, and by `/proxy/status`).
     cache_seconds: float = Field(default=300.0, gt=0)
     #: How long a device's hold on a token is trusted before the database is asked again;
     #: must stay below `session_idle_seconds`.

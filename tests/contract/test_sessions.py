@@ -31,6 +31,7 @@ from zenzefi_core.services.proxy import (
     ReportExpiredTokens,
     TokenInUse,
     UsageMeter,
+    ready_key,
 )
 from zenzefi_core.services.tokens import PurchaseToken, RevokeToken, TokenOrder, TokenRevocation
 
@@ -203,7 +204,9 @@ def test_a_revoked_token_is_refused_at_once(
     cache = InProcessCache()
     token, token_hash = buy(uow_factory, clock, user.id)
     assert ProxyStatus(uow_factory, clock, cache)(token_hash).activated_at is None
-    RevokeToken(uow_factory, clock, ShopPolicy())(TokenRevocation(user.id, token.id))
+    # That status call cached the token as not activated; the revocation tombstones it.
+    assert cache.get(ready_key(token_hash)) is not None
+    RevokeToken(uow_factory, clock, ShopPolicy(), cache)(TokenRevocation(user.id, token.id))
     with pytest.raises(InvalidAccessToken):
         ProxyStatus(uow_factory, clock, cache)(token_hash)
     with pytest.raises(InvalidAccessToken):

@@ -23,6 +23,7 @@ class FlakyRedis:
         self.down = False
         self.calls = 0
         self.values: dict[str, str] = {}
+        self.published: list[tuple[str, str]] = []
 
     def _check(self) -> None:
         self.calls += 1
@@ -43,6 +44,11 @@ class FlakyRedis:
     def delete(self, key: str) -> int:
         self._check()
         return 1 if self.values.pop(key, None) is not None else 0
+
+    def publish(self, channel: str, message: str) -> int:
+        self._check()
+        self.published.append((channel, message))
+        return 0
 
 
 @pytest.fixture

@@ -11,9 +11,11 @@ from uuid import UUID
 
 from sqlalchemy import Engine
 
+from tests.notifications import eventually
 from tests.proxy.conftest import ProxyEnv, Seen, free_port, start_proxy
+from zenzefi_core.security import hash_access_token
 from zenzefi_core.services.admin import AccountChange, SetUserActive
-from zenzefi_core.services.proxy import CloseIdleSessions, ReportExpiredTokens
+from zenzefi_core.services.proxy import CloseIdleSessions, ReportExpiredTokens, ready_key
 from zenzefi_core.services.tokens import RevokeToken, TokenRevocation
 from zenzefi_core.settings import ProxySettings, UpstreamSettings
 
@@ -286,7 +288,10 @@ def test_revoke_and_ban_take_effect_on_the_next_request(proxy: ProxyEnv) -> None
     unused = proxy.token(owner)
     assert proxy.status(unused).json()["status"] == "ready"
     token_id = UUID(proxy.status(unused).json()["token_id"])
-    RevokeToken(proxy.core.uow, proxy.clock, proxy.core.policy)(TokenRevocation(owner.id, token_id))
+    # The status was cached as "ready"; the revocation tombstones it, as the API's does.
+    RevokeToken(proxy.core.uow, proxy.clock, proxy.core.policy, proxy.core.access_cache)(
+        TokenRevocation(owner.id, token_id)
+    )
     assert proxy.status(unused).status_code == 401
     assert proxy.forward("GET", "a", unused).status_code == 401
 
@@ -316,3 +321,110 @@ def test_the_upstream_root_is_reachable_with_and_without_a_trailing_slash(
         )
         assert response.status_code == 200, (path, response.text)
     assert proxy.seen.paths()[-2:] == ["/", "/"]
+
+
+def test_head_is_forwarded(proxy: ProxyEnv) -> None:
+    token = proxy.token(scope="certificates_only")
+    response = proxy.forward("HEAD", "certificates/filter?q=1", token)
+    assert response.status_code == 200, response.text
+    assert response.content == b""
+    assert response.headers["content-type"] == "application/json"
+    [seen] = proxy.seen.requests
+    assert seen["method"] == "HEAD"
+    assert seen["raw_path"] == "/certificates/filter"
+    assert seen["query"] == "q=1"
+    # The scope holds for HEAD like for any method.
+    assert proxy.forward("HEAD", "admin/users", token).status_code == 403
+    assert len(proxy.seen.requests) == 1
+
+
+def test_client_address_and_rewrite_headers_never_reach_the_upstream(proxy: ProxyEnv) -> None:
+    spoofed = {
+        "X-Real-IP": "6.6.6.6",
+        "True-Client-IP": "6.6.6.6",
+        "CF-Connecting-IP": "6.6.6.6",
+        "X-Client-IP": "6.6.6.6",
+        "X-Original-URL": "/admin/users",
+        "X-Rewrite-URL": "/admin/users",
+        "X-Forwarded-Prefix": "/admin",
+    }
+    response = proxy.forward("GET", "echo", proxy.token(), headers=spoofed)
+    assert response.status_code == 200, response.text
+    names = {name for name, _ in response.json()["headers"]}
+    assert names.isdisjoint(name.lower() for name in spoofed), names
+    assert "6.6.6.6" not in response.text
+    assert "/admin" not in response.text
+
+
+def test_post_to_the_status_route_is_a_405_naming_get(proxy: ProxyEnv) -> None:
+    token = proxy.token()
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        response = proxy.client.request(
+            method,
+            "/api/v1/proxy/status",
+            headers={"X-Access-Token": token, "X-Device-ID": "device-aaaa-1"},
+            content=b"{}",
+        )
+        assert response.status_code == 405, (method, response.text)
+        assert "GET" in [m.strip() for m in response.headers["allow"].split(",")]
+        assert response.json()["detail"]
+    assert proxy.seen.requests == [], "never forwarded"
+
+
+def test_status_is_served_from_the_cache_and_revocation_clears_it(proxy: ProxyEnv) -> None:
+    owner = proxy.user()
+    token = proxy.token(owner)
+    token_hash = hash_access_token(token)
+    assert proxy.status(token).json()["status"] == "ready"
+    # The status call filled the cache: the next one needs no database.
+    assert proxy.core.access_cache.get(ready_key(token_hash)) is not None
+    assert proxy.status(token).json()["status"] == "ready"
+
+    login = proxy.client.post(
+        "/api/v1/auth/login", json={"email": owner.email, "password": "correct horse"}
+    )
+    bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    token_id = proxy.status(token).json()["token_id"]
+    revoked = proxy.client.delete(f"/api/v1/tokens/{token_id}", headers=bearer)
+    assert revoked.status_code == 200, revoked.text
+    assert proxy.status(token).status_code == 401
+    assert proxy.forward("GET", "a", token).status_code == 401
+
+
+def test_activation_turns_a_cached_ready_status_active(proxy: ProxyEnv) -> None:
+    token = proxy.token()
+    assert proxy.status(token).json()["status"] == "ready"
+    assert proxy.forward("GET", "a", token).status_code == 200
+    active = proxy.status(token).json()
+    assert active["status"] == "active"
+    assert active["is_activated"] is True
+    assert active["expires_at"] is not None
+    proxy.clock.advance(timedelta(hours=25))
+    assert proxy.status(token).status_code == 401
+
+
+def test_a_download_the_client_abandons_stops_being_read_from_the_upstream(
+    proxy: ProxyEnv,
+) -> None:
+    token = proxy.token()
+    size = 200 * 1024 * 1024
+    with proxy.client.stream(
+        "GET",
+        f"/api/v1/proxy/download?size={size}",
+        headers={"X-Access-Token": token, "X-Device-ID": "device-aaaa-1"},
+    ) as response:
+        received = 0
+        for chunk in response.iter_raw():
+            received += len(chunk)
+            if received >= 1024 * 1024:
+                break
+    # Leaving the block before the end closes the connection: the client has hung up.
+    token_id = proxy.status(token).json()["token_id"]
+
+    def counted():
+        proxy.flush()
+        found = sessions(proxy, token_id)
+        return found if found and found[0].request_count == 1 else None
+
+    [session] = eventually(counted, timeout=30, what="the abandoned download counted")
+    assert received <= session.bytes_out < size // 4

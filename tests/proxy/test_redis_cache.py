@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import Engine
 
-from tests.proxy.conftest import ProxyEnv, Seen, start_proxy
-from zenzefi_api.cache import RedisAccessCache
+from tests.proxy.conftest import ProxyEnv, Seen, free_port, start_proxy
+from zenzefi_api.cache import RedisAccessCache, RedisTokenReader
 from zenzefi_core.adapters.cache import InProcessCache
 from zenzefi_core.ports import AccessCache
 from zenzefi_core.services.admin import AccountChange, SetUserActive
@@ -133,3 +135,100 @@ def test_two_devices_racing_over_http_exactly_one_wins(redis_proxy: ProxyEnv) ->
     loser = next(d for d, s in statuses.items() if s == 409)
     assert redis_proxy.forward("GET", "echo", token, device=winner).status_code == 200
     assert redis_proxy.forward("GET", "echo", token, device=loser).status_code == 409
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll until `condition` holds (a message crossing Redis), failing after a generous while."""
+    for _ in range(500):
+        if await condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_the_readers_local_copy_is_dropped_when_another_process_changes_it(
+    redis_url: str, redis_cache: RedisAccessCache
+) -> None:
+    async def main() -> None:
+        reader = RedisTokenReader(redis_url, redis_cache.namespace)
+        await reader.start()
+        try:
+
+            async def subscribed() -> bool:
+                return reader.subscribed
+
+            await _until(subscribed, "the reader subscribed")
+            raw = redis.Redis.from_url(redis_url)
+            name = f"{redis_cache.namespace}:cache:tok:x"
+            # The reader keeps a key's absence: written behind its back (nothing published),
+            # the key stays absent to it...
+            assert await reader.get("tok:x") is None
+            raw.set(name, "sneaked in", px=60_000)
+            assert await reader.get("tok:x") is None
+            # ...until a write is published, as every write of the cache adapter is.
+            redis_cache.set("tok:x", "first", 60)
+
+            async def filled() -> bool:
+                return await reader.get("tok:x") == "first"
+
+            await _until(filled, "the fill reached the reader")
+            # Kept locally: removed in Redis behind its back, the reader still answers from
+            # its own copy...
+            raw.delete(name)
+            raw.close()
+            assert await reader.get("tok:x") == "first"
+
+            # ...until a change is published, as every write of the cache adapter does (a ban's
+            # tombstone, a revocation, a device's new hold).
+            redis_cache.set("tok:x", "-", 60)
+
+            async def dropped() -> bool:
+                return await reader.get("tok:x") == "-"
+
+            await _until(dropped, "the invalidation reached the reader")
+            redis_cache.delete("tok:x")
+
+            async def deleted() -> bool:
+                return await reader.get("tok:x") is None
+
+            await _until(deleted, "the delete reached the reader")
+        finally:
+            await reader.aclose()
+
+    asyncio.run(main())
+
+
+def test_the_readers_local_copy_never_outlives_the_entry_in_redis(
+    redis_url: str, redis_cache: RedisAccessCache
+) -> None:
+    async def main() -> None:
+        reader = RedisTokenReader(redis_url, redis_cache.namespace)
+        await reader.start()
+        try:
+
+            async def subscribed() -> bool:
+                return reader.subscribed
+
+            await _until(subscribed, "the reader subscribed")
+            assert redis_cache.add("dev:x", "session|device", 0.2)
+            assert await reader.get("dev:x") == "session|device"
+            await asyncio.sleep(0.3)
+            assert await reader.get("dev:x") is None
+        finally:
+            await reader.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_reader_without_redis_misses_instead_of_failing() -> None:
+    async def main() -> None:
+        reader = RedisTokenReader(f"redis://127.0.0.1:{free_port()}/0", "nowhere")
+        await reader.start()
+        try:
+            assert await reader.get("tok:x") is None
+            assert await reader.get("tok:x") is None
+            assert not reader.subscribed
+        finally:
+            await reader.aclose()
+
+    asyncio.run(main())

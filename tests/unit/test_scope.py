@@ -3,6 +3,7 @@ property (Hypothesis)."""
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 from urllib.parse import quote, unquote
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests import servlet
 from zenzefi_core.domain.tokens import TokenScope
 from zenzefi_core.proxy_scope import (
     CERTIFICATE_PATHS,
@@ -117,6 +119,14 @@ ESCAPE_PIECES = [
     "details",
     ";",
     "%3b",
+    "%3B",
+    "..;",
+    ".;",
+    "..;x",
+    ";jsessionid=1",
+    "%2e%2e%3b",
+    "%c0%ae",
+    "%c0%af",
 ]
 
 segments_text = st.text(
@@ -173,3 +183,130 @@ def test_percent_encoding_plain_segments_does_not_change_the_answer(
     encoded = "/".join(quote(part, safe="") for part in [*prefix, *tail])
     assert normalise_path(encoded) == normalise_path(plain)
     assert in_scope(CERTS, normalise_path(encoded)) == in_scope(CERTS, normalise_path(plain))
+
+
+#: Ways out of `certificates/filter` to `users/currentUser`, each of which a servlet container
+#: (the model in tests/servlet.py) reads as outside the scope when it is sent to it directly.
+ESCAPES = [
+    "certificates/filter/..;/..;/users/currentUser",
+    "certificates/filter/..;x/..;x/users/currentUser",
+    "certificates/filter/..;jsessionid=1/..;/users/currentUser",
+    "certificates/filter/.;/..;/..;/users/currentUser",
+    "certificates/filter/%2e%2e%3b/%2e%2e%3b/users/currentUser",
+    "certificates/filter/%2E%2e%3B/%2e%2E%3b/users/currentUser",
+    "certificates/filter/..%3B/..%3B/users/currentUser",
+    "certificates/filter/..%3b/..%3bx/users/currentUser",
+    "certificates/filter/%2e%2e;/%2E%2E;/users/currentUser",
+    "certificates/filter/.%2e;/%2e.;/users/currentUser",
+    "certificates/filter/%252e%252e%253b/%252e%252e%253b/users/currentUser",
+    "certificates/filter/%2e%2e/%2e%2e/users/currentUser",
+    "certificates/filter/%2e/%2e%2e/%2e%2e/users/currentUser",
+    "certificates/filter/%252e%252e/%252e%252e/users/currentUser",
+    "certificates/filter/..%2f..%2fusers/currentUser",
+    "certificates/filter/..%2F..%2Fusers%2FcurrentUser",
+    "certificates/filter/..%5c..%5cusers/currentUser",
+    "certificates/filter/..\\..\\users/currentUser",
+    "certificates/filter//..//..//users/currentUser",
+    "//certificates/filter/../../users/currentUser",
+    "certificates/filter/%c0%ae%c0%ae/%c0%ae%c0%ae/users/currentUser",
+    "certificates/filter/%c0%ae%c0%ae%c0%af%c0%ae%c0%ae%c0%afusers/currentUser",
+    "certificates;x/filter/..;/..;/users/currentUser",
+    "certificates/filter;x/../../users/currentUser",
+]
+
+#: Spellings the model refuses by itself, or that stay inside, for completeness of the table.
+OTHER_ATTEMPTS = [
+    "certificates/filter%00/../../users/currentUser",
+    "certificates/filter/%00/..;/..;/users",
+    "certificates/filter/%ff/..;/..;/users",
+    "CERTIFICATES/filter/x",
+    "certificates/FILTER/..;/x",
+    "certificates/filter;jsessionid=1",
+    "certificates/filter/x;jsessionid=1",
+    "certificates/filter/;x/..",
+    "certificates/%66ilter/%2e/x",
+]
+
+
+def without_parameters(segments: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name in (s.partition(";")[0] for s in segments) if name)
+
+
+def proxy_verdict(raw: str) -> str | tuple[str, ...]:
+    """What the proxy does with `raw`: "refused" (400 or 403), or the path it forwards."""
+    try:
+        segments = normalise_path(raw)
+    except InvalidPath:
+        return "refused"
+    if not in_scope(CERTS, segments):
+        return "refused"
+    return segments
+
+
+@pytest.mark.parametrize("raw", ESCAPES)
+def test_every_escape_reaches_outside_when_sent_straight_to_a_servlet(raw: str) -> None:
+    readings = [
+        servlet.resolve("/" + raw, order=order, rounds=rounds)
+        for order in servlet.ORDERS
+        for rounds in servlet.ROUNDS
+    ]
+    assert any(r is not None and not in_scope(CERTS, r) for r in readings), readings
+
+
+@pytest.mark.parametrize("raw", ESCAPES + OTHER_ATTEMPTS)
+def test_through_the_proxy_each_attempt_is_refused_or_stays_inside(raw: str) -> None:
+    verdict = proxy_verdict(raw)
+    if verdict == "refused":
+        return
+    assert isinstance(verdict, tuple)
+    forwarded = encode_path(verdict, trailing_slash=raw.endswith("/"))
+    for order, rounds in itertools.product(servlet.ORDERS, servlet.ROUNDS):
+        reading = servlet.resolve(forwarded, order=order, rounds=rounds)
+        # The servlet reads what was checked, less the `;` parameters it cuts off: no dot
+        # segment left to climb with, so it lands where the check said.
+        assert reading == without_parameters(verdict), (order, forwarded)
+        assert reading is not None
+        assert in_scope(CERTS, reading)
+
+
+@pytest.mark.parametrize(
+    "raw", ["..;", ".;", "..;x", "%2e%2e%3b", "..%3B", ".%3bx", "%252e%252e%253b"]
+)
+def test_a_dot_segment_with_path_parameters_is_malformed(raw: str) -> None:
+    with pytest.raises(InvalidPath):
+        normalise_path(f"certificates/filter/{raw}/x")
+
+
+def test_other_path_parameters_are_forwarded_as_sent() -> None:
+    assert normalise_path("certificates/filter/x;jsessionid=1") == (
+        "certificates",
+        "filter",
+        "x;jsessionid=1",
+    )
+    assert encode_path(("certificates", "filter", "x;v=1")) == "/certificates/filter/x;v=1"
+    # A name with a parameter is not the name: `filter;x` is not `certificates/filter`.
+    assert not allowed("certificates/filter;x/y")
+
+
+def test_overlong_utf8_is_malformed() -> None:
+    with pytest.raises(InvalidPath):
+        normalise_path("certificates/filter/%c0%ae%c0%ae/x")
+
+
+@given(
+    prefix=st.sampled_from(CERTIFICATE_PATHS),
+    pieces=st.lists(st.sampled_from(ESCAPE_PIECES), max_size=12),
+)
+def test_a_servlet_never_reads_a_forwarded_path_outside_the_scope(
+    prefix: tuple[str, ...], pieces: list[str]
+) -> None:
+    raw = "/".join(prefix) + "/" + "".join(pieces)
+    verdict = proxy_verdict(raw)
+    if verdict == "refused":
+        return
+    assert isinstance(verdict, tuple)
+    forwarded = encode_path(verdict, trailing_slash=raw.endswith("/"))
+    for order, rounds in itertools.product(servlet.ORDERS, servlet.ROUNDS):
+        reading = servlet.resolve(forwarded, order=order, rounds=rounds)
+        assert reading is not None
+        assert in_scope(CERTS, reading), (raw, forwarded, order, reading)

@@ -252,9 +252,9 @@ class TokensController(Controller):
     def revoke(
         self, core: CoreDep, current_user: CurrentUser, token_id: FromPath[UUID]
     ) -> RevokedTokenOut:
-        revoked = RevokeToken(core.uow, core.clock, core.policy)(
-            TokenRevocation(user_id=current_user.id, token_id=token_id)
-        )
+        revoked = RevokeToken(
+            core.uow, core.clock, core.policy, core.access_cache, core.settings.proxy.cache_seconds
+        )(TokenRevocation(user_id=current_user.id, token_id=token_id))
         return RevokedTokenOut(
             revoked=True,
             refund_amount=money(revoked.refund_amount),

@@ -2,16 +2,21 @@
 
 How a revocation or a ban takes effect at once, with a cache in front of the database:
 
-- The cache holds a token (`tok:<hash>`) only once it is **activated**, and an activated token
-  can no longer be revoked (`TokenRepository.revoke` refuses it). A token that is not activated
-  yet is always read from the database, and its activation is a conditional update that a
-  revoked token fails. So revocation needs no cache invalidation at all.
-- Expiry needs none either: the entry carries `expires_at` and every hit compares it with now.
-- Deactivating a user (`SetUserActive`) overwrites the entries of all the user's tokens with a
-  tombstone *after* its commit (`forget_user_tokens`), and the proxy fills the cache only with an
-  add-if-absent. Whichever way a fill and a deactivation interleave, the tombstone wins: a fill
-  that read the database before the ban either lands before the tombstone (and is overwritten)
-  or after it (and is refused). A tombstone only means "ask the database".
+- Every entry is filled with an add-if-absent after the database was read, and every change
+  that makes an entry wrong overwrites it with a tombstone *after* its commit. Whichever way a
+  fill and such a change interleave, the tombstone wins: a fill that read the database before
+  the change either lands before the tombstone (and is overwritten) or after it (and is
+  refused). A tombstone only means "ask the database".
+- An **activated** token is cached as `tok:<hash>` (by the proxy's first request and by status
+  calls); an activated token can no longer be revoked (`TokenRepository.revoke` refuses it).
+- A token **not activated** yet is cached as `rdy:<hash>` for `/proxy/status` only: the proxy
+  never passes a request on it (its first request is always decided by the database, where the
+  activation is a conditional update a revoked token fails). Its revocation (`RevokeToken`) and
+  its activation tombstone `rdy:<hash>` after their commit (`forget_token`), and status reads
+  `tok:` before `rdy:`.
+- Expiry needs no invalidation: the entry carries `expires_at` and every hit compares it.
+- Deactivating a user (`SetUserActive`) tombstones both entries of all the user's usable tokens
+  after its commit (`forget_user_tokens`).
 - Which device holds a token (`dev:<token id>`) is cached for less than the idle timeout and
   never refreshed by a hit, so every device re-checks its session against the database a few
   times a minute, and a session closed by the idle cleanup is never used from the cache.
@@ -29,6 +34,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from uuid import UUID
 
 from zenzefi_core.domain.proxy import ProxySession, UsageDelta
@@ -77,6 +83,10 @@ def token_key(token_hash: str) -> str:
     return f"tok:{token_hash}"
 
 
+def ready_key(token_hash: str) -> str:
+    return f"rdy:{token_hash}"
+
+
 def device_key(token_id: UUID) -> str:
     return f"dev:{token_id}"
 
@@ -110,8 +120,9 @@ class CachedToken:
     user_id: UUID
     scope: TokenScope
     duration_hours: int
-    activated_at: datetime
-    expires_at: datetime
+    #: Both None in a `rdy:` entry (a token not activated yet).
+    activated_at: datetime | None
+    expires_at: datetime | None
 
     def encode(self) -> str:
         return json.dumps(
@@ -120,8 +131,8 @@ class CachedToken:
                 str(self.user_id),
                 self.scope.value,
                 self.duration_hours,
-                self.activated_at.isoformat(),
-                self.expires_at.isoformat(),
+                None if self.activated_at is None else self.activated_at.isoformat(),
+                None if self.expires_at is None else self.expires_at.isoformat(),
             ]
         )
 
@@ -133,14 +144,12 @@ class CachedToken:
             user_id=UUID(user_id),
             scope=TokenScope(scope),
             duration_hours=int(hours),
-            activated_at=datetime.fromisoformat(activated_at),
-            expires_at=datetime.fromisoformat(expires_at),
+            activated_at=None if activated_at is None else datetime.fromisoformat(activated_at),
+            expires_at=None if expires_at is None else datetime.fromisoformat(expires_at),
         )
 
     @classmethod
     def of(cls, token: AccessToken) -> CachedToken:
-        assert token.activated_at is not None
-        assert token.expires_at is not None
         return cls(
             token_id=token.id,
             user_id=token.user_id,
@@ -175,11 +184,80 @@ class TokenState:
     seconds_left: int
 
 
-def _cached_token(cache: AccessCache, token_hash: str) -> CachedToken | None:
-    value = cache.get(token_key(token_hash))
+@lru_cache(maxsize=4096)
+def cached_token(value: str | None) -> CachedToken | None:
+    """A cache entry's token; None for a miss or a tombstone. Entries are immutable strings, so
+    the hot path decodes each one once, not on every hit."""
     if value is None or value == _TOMBSTONE:
         return None
     return CachedToken.decode(value)
+
+
+def grant_from_cache(
+    token: CachedToken, holder: str | None, device_id: str, now: datetime
+) -> ProxyGrant | None:
+    """The grant an activated token's cache entry and its device hold (`dev:<token id>`) give,
+    or None when the database must decide. Raises `InvalidAccessToken` once it has expired."""
+    expires_at = token.expires_at
+    if expires_at is None:
+        return None
+    if now >= expires_at:
+        raise InvalidAccessToken()
+    if holder is None:
+        return None
+    session_id, _, device = holder.partition("|")
+    if device != device_id:
+        return None
+    return ProxyGrant(
+        token_id=token.token_id,
+        user_id=token.user_id,
+        scope=token.scope,
+        expires_at=expires_at,
+        session_id=UUID(session_id),
+    )
+
+
+def state_from_cache(
+    active: CachedToken | None, ready: CachedToken | None, now: datetime
+) -> TokenState | None:
+    """What `/proxy/status` says from the `tok:` and `rdy:` entries, or None (ask the database).
+    Raises `InvalidAccessToken` for a cached token that has expired."""
+    if active is not None and active.expires_at is not None:
+        if now >= active.expires_at:
+            raise InvalidAccessToken()
+        return TokenState(
+            token_id=active.token_id,
+            user_id=active.user_id,
+            duration_hours=active.duration_hours,
+            activated_at=active.activated_at,
+            expires_at=active.expires_at,
+            status=TokenStatus.ACTIVE,
+            seconds_left=int((active.expires_at - now).total_seconds()),
+        )
+    if ready is not None and ready.expires_at is None:
+        return TokenState(
+            token_id=ready.token_id,
+            user_id=ready.user_id,
+            duration_hours=ready.duration_hours,
+            activated_at=None,
+            expires_at=None,
+            status=TokenStatus.READY,
+            seconds_left=ready.duration_hours * 3600,
+        )
+    return None
+
+
+def remember_token(cache: AccessCache, token: AccessToken, ttl: float) -> None:
+    """Fill the cache with a usable token just read from the database (add-if-absent, so a
+    tombstone written meanwhile stays)."""
+    key = token_key(token.token_hash) if token.activated_at else ready_key(token.token_hash)
+    cache.add(key, CachedToken.of(token).encode(), ttl)
+
+
+def forget_token(cache: AccessCache, token_hash: str, ttl: float) -> None:
+    """Tombstone both entries of a token, after a change to it has committed."""
+    cache.set(token_key(token_hash), _TOMBSTONE, ttl)
+    cache.set(ready_key(token_hash), _TOMBSTONE, ttl)
 
 
 def _usable(uow: UnitOfWork, token_hash: str, now: datetime) -> AccessToken:
@@ -218,24 +296,13 @@ class ProxyAccess:
     def check_cached(self, token_hash: str, device_id: str) -> ProxyGrant | None:
         """The grant if the cache alone can give it, else None (then call `authorize`). Raises
         `InvalidAccessToken` for a cached token that has expired."""
-        token = _cached_token(self._cache, token_hash)
-        if token is None:
+        token = cached_token(self._cache.get(token_key(token_hash)))
+        if token is None or token.expires_at is None:
             return None
         if self._clock.now() >= token.expires_at:
             raise InvalidAccessToken()
         holder = self._cache.get(device_key(token.token_id))
-        if holder is None:
-            return None
-        session_id, _, device = holder.partition("|")
-        if device != device_id:
-            return None
-        return ProxyGrant(
-            token_id=token.token_id,
-            user_id=token.user_id,
-            scope=token.scope,
-            expires_at=token.expires_at,
-            session_id=UUID(session_id),
-        )
+        return grant_from_cache(token, holder, device_id, self._clock.now())
 
     def authorize(self, request: ProxyRequest) -> ProxyGrant:
         now = self._clock.now()
@@ -243,14 +310,16 @@ class ProxyAccess:
             token = _usable(uow, request.token_hash, now)
             if request.path is not None and not in_scope(token.scope, request.path):
                 raise OutsideScope()
-            if token.activated_at is None:
+            activated = token.activated_at is None
+            if activated:
                 token = self._activate(uow, token, now)
             session = self._claim_device(uow, token, request, now)
             uow.commit()
         assert token.expires_at is not None
-        self._cache.add(
-            token_key(token.token_hash), CachedToken.of(token).encode(), self._policy.cache_seconds
-        )
+        if activated:
+            # A status call may have cached the token as not activated.
+            self._cache.set(ready_key(token.token_hash), _TOMBSTONE, self._policy.cache_seconds)
+        remember_token(self._cache, token, self._policy.cache_seconds)
         self._cache.set(
             device_key(token.id),
             f"{session.id}|{session.device_id}",
@@ -320,30 +389,37 @@ class ProxyAccess:
 
 
 class ProxyStatus:
-    """The token's state for `/proxy/status`. Never activates, never binds a device."""
+    """The token's state for `/proxy/status`. Never activates, never binds a device. Served from
+    the cache when it can be; a miss reads the database and fills the cache for the next call."""
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock, cache: AccessCache) -> None:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        cache: AccessCache,
+        cache_seconds: float = DEFAULT_CACHE_SECONDS,
+    ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._cache = cache
+        self._cache_seconds = cache_seconds
 
     def __call__(self, token_hash: str) -> TokenState:
         now = self._clock.now()
-        cached = _cached_token(self._cache, token_hash)
-        if cached is not None:
-            if now >= cached.expires_at:
-                raise InvalidAccessToken()
-            return TokenState(
-                token_id=cached.token_id,
-                user_id=cached.user_id,
-                duration_hours=cached.duration_hours,
-                activated_at=cached.activated_at,
-                expires_at=cached.expires_at,
-                status=TokenStatus.ACTIVE,
-                seconds_left=int((cached.expires_at - now).total_seconds()),
-            )
+        state = state_from_cache(
+            cached_token(self._cache.get(token_key(token_hash))),
+            cached_token(self._cache.get(ready_key(token_hash))),
+            now,
+        )
+        if state is not None:
+            return state
+        return self.from_database(token_hash)
+
+    def from_database(self, token_hash: str) -> TokenState:
+        now = self._clock.now()
         with self._uow_factory() as uow:
             token = _usable(uow, token_hash, now)
+        remember_token(self._cache, token, self._cache_seconds)
         return TokenState(
             token_id=token.id,
             user_id=token.user_id,
@@ -367,7 +443,7 @@ def forget_user_tokens(
                 user_id, now=clock.now(), active_only=True, limit=_PAGE, offset=offset
             )
         for token in page.items:
-            cache.set(token_key(token.token_hash), _TOMBSTONE, ttl)
+            forget_token(cache, token.token_hash, ttl)
         offset += len(page.items)
         if not page.items or offset >= page.total:
             return

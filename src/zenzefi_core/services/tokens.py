@@ -22,12 +22,13 @@ from zenzefi_core.ids import new_id
 from zenzefi_core.money import ZERO, format_amount
 from zenzefi_core.paging import DEFAULT_LIMIT, check_page
 from zenzefi_core.policy import ShopPolicy
-from zenzefi_core.ports import Clock, Page, UnitOfWork, UnitOfWorkFactory
+from zenzefi_core.ports import AccessCache, Clock, Page, UnitOfWork, UnitOfWorkFactory
 from zenzefi_core.pricing import parse_scope, refund_for
 from zenzefi_core.referrals import Clawback
 from zenzefi_core.security import new_access_token
 from zenzefi_core.services.events import record_event
 from zenzefi_core.services.idempotency import IdempotencyKey, Kept, ReplaySecrets, run_once
+from zenzefi_core.services.proxy import DEFAULT_CACHE_SECONDS, forget_token
 from zenzefi_core.services.referrals import (
     cancel_referral_bonus,
     claw_back_referral_bonus,
@@ -294,12 +295,22 @@ class RevokedToken:
 class RevokeToken:
     """Revoke a token never used, refunding exactly what it cost and cancelling its share of
     the referral bonus its purchase holds. Someone else's token is "not found", an activated one
-    is refused."""
+    is refused. With the proxy's `access_cache`, the token's status entry is tombstoned once the
+    revocation has committed, so `/proxy/status` says 401 at once."""
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock, policy: ShopPolicy) -> None:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        policy: ShopPolicy,
+        access_cache: AccessCache | None = None,
+        cache_seconds: float = DEFAULT_CACHE_SECONDS,
+    ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._policy = policy
+        self._access_cache = access_cache
+        self._cache_seconds = cache_seconds
 
     def __call__(self, request: TokenRevocation) -> RevokedToken:
         with self._uow_factory() as uow:
@@ -344,6 +355,8 @@ class RevokeToken:
                 user_id=owner.id,
             )
             uow.commit()
+        if self._access_cache is not None:
+            forget_token(self._access_cache, token.token_hash, self._cache_seconds)
         return RevokedToken(
             token=dataclasses.replace(token, revoked_at=now),
             refund_amount=refund,
