@@ -25,6 +25,7 @@ from zenzefi_core.ports import (
 )
 from zenzefi_core.security import Argon2PasswordHasher, BoundedPasswordHasher
 from zenzefi_core.services.bundles import SeedDefaultBundles
+from zenzefi_core.services.events import WORKER_EVENTS
 from zenzefi_core.services.outbox import PublishCommittedEvents
 from zenzefi_core.settings import Settings
 
@@ -64,10 +65,16 @@ class Core:
         )
 
     def uow(self) -> UnitOfWork:
-        if self.publisher is None:
-            return self.database.unit_of_work(on_ledger=self.ledger_observer)
-        hand_over = PublishCommittedEvents(self.database.unit_of_work, self.clock, self.publisher)
-        return self.database.unit_of_work(after_commit=hand_over, on_ledger=self.ledger_observer)
+        """A unit of work whose events nothing consumes (see `WORKER_EVENTS`) are stored already
+        dispatched, and which hands the others to the broker after commit when there is one."""
+        hand_over = None
+        if self.publisher is not None:
+            hand_over = PublishCommittedEvents(
+                self.database.unit_of_work, self.clock, self.publisher
+            )
+        return self.database.unit_of_work(
+            after_commit=hand_over, on_ledger=self.ledger_observer, worker_events=WORKER_EVENTS
+        )
 
     @cached_property
     def payment_provider(self) -> PaymentProvider:

@@ -102,8 +102,12 @@ class PublishCommittedEvents:
         self._publisher = publisher
 
     def __call__(self, events: Sequence[OutboxEvent]) -> None:
+        # Those stored already dispatched have nothing waiting for them.
+        waiting = [event for event in events if event.dispatched_at is None]
+        if not waiting:
+            return
         try:
-            accepted = _publish_all(self._publisher, events)
+            accepted = _publish_all(self._publisher, waiting)
             if not accepted:
                 return
             with self._uow_factory() as uow:

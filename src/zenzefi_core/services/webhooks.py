@@ -37,6 +37,7 @@ from zenzefi_core.ports import AccessCache, Clock, UnitOfWork, UnitOfWorkFactory
 from zenzefi_core.services.events import record_event
 from zenzefi_core.settings import Settings, WebhookSettings
 from zenzefi_core.webhooks import (
+    REDELIVERY_EVENT,
     TEST_EVENT,
     Resolver,
     SecretCipher,
@@ -50,8 +51,6 @@ logger = logging.getLogger("zenzefi.webhooks")
 
 #: How much of an error the attempt log keeps.
 _ERROR_LENGTH = 1000
-#: The outbox event of a manual redelivery (not a webhook event: never sent to a receiver).
-REDELIVERY_EVENT = "webhook.redelivery"
 #: Deliveries the log shows at most.
 DELIVERY_LOG_LIMIT = 100
 

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Text,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from zenzefi_core.adapters.sqlalchemy.tables import (
@@ -17,7 +33,9 @@ from zenzefi_core.adapters.sqlalchemy.tables import (
     outbox_events,
     transactions,
     users,
+    webhook_endpoints,
 )
+from zenzefi_core.adapters.sqlalchemy.types import UtcDateTime
 from zenzefi_core.domain import (
     AuditAction,
     AuditEntry,
@@ -314,8 +332,14 @@ def _event(row: Row[Any]) -> OutboxEvent:
 
 
 class SqlOutboxRepository:
-    def __init__(self, connection: Connection) -> None:
+    """With `worker_events`, an event of any other type is stored pending only when an active
+    webhook endpoint of its user subscribes to it, and otherwise already dispatched with no
+    attempt (nothing would consume it); the check is part of the event's `INSERT`. Without,
+    every event is stored pending."""
+
+    def __init__(self, connection: Connection, worker_events: frozenset[str] | None = None) -> None:
         self._c = connection
+        self._worker_events = worker_events
         #: Events added in the current transaction, for the unit of work's after-commit hook.
         self.added: list[OutboxEvent] = []
 
@@ -323,6 +347,21 @@ class SqlOutboxRepository:
         self.add_all([event])
 
     def add_all(self, events: Sequence[OutboxEvent]) -> None:
+        if not events:
+            return
+        if self._worker_events is None:
+            self._insert(events)
+            self.added.extend(events)
+            return
+        pending = [event for event in events if event.event_type in self._worker_events]
+        self._insert(pending)
+        stored = {event.id: event for event in pending}
+        for event in events:
+            if event.id not in stored:
+                stored[event.id] = self._add_for_subscribers(event)
+        self.added.extend(stored[event.id] for event in events)
+
+    def _insert(self, events: Sequence[OutboxEvent]) -> None:
         if not events:
             return
         self._c.execute(
@@ -340,7 +379,39 @@ class SqlOutboxRepository:
                 for event in events
             ],
         )
-        self.added.extend(events)
+
+    def _add_for_subscribers(self, event: OutboxEvent) -> OutboxEvent:
+        """Insert the event, pending only if an endpoint of its user subscribes to its type."""
+        if event.user_id is None or event.dispatched_at is not None:
+            stored = dataclasses.replace(
+                event, dispatched_at=event.dispatched_at or event.created_at
+            )
+            self._insert([stored])
+            return stored
+        subscribed = exists().where(
+            webhook_endpoints.c.user_id == event.user_id,
+            webhook_endpoints.c.is_active.is_(True),
+            # The list is stored as JSON text; the quoted name matches one whole element.
+            cast(webhook_endpoints.c.events, Text).contains(
+                json.dumps(event.event_type), autoescape=True
+            ),
+        )
+        dispatched_at = self._c.execute(
+            insert(outbox_events)
+            .values(
+                id=event.id,
+                event_type=event.event_type,
+                payload=event.payload,
+                user_id=event.user_id,
+                created_at=event.created_at,
+                dispatched_at=case(
+                    (subscribed, null()), else_=literal(event.created_at, UtcDateTime())
+                ),
+                attempts=event.attempts,
+            )
+            .returning(outbox_events.c.dispatched_at)
+        ).scalar_one()
+        return dataclasses.replace(event, dispatched_at=dispatched_at)
 
     def get(self, event_id: UUID) -> OutboxEvent | None:
         row = self._c.execute(select(outbox_events).where(outbox_events.c.id == event_id)).first()
