@@ -26,7 +26,7 @@ from zenzefi_core.ports import (
 from zenzefi_core.security import Argon2PasswordHasher, BoundedPasswordHasher
 from zenzefi_core.services.bundles import SeedDefaultBundles
 from zenzefi_core.services.events import WORKER_EVENTS
-from zenzefi_core.services.outbox import PublishCommittedEvents
+from zenzefi_core.services.outbox import DispatchMarks, PublishCommittedEvents
 from zenzefi_core.settings import Settings
 
 
@@ -70,11 +70,17 @@ class Core:
         hand_over = None
         if self.publisher is not None:
             hand_over = PublishCommittedEvents(
-                self.database.unit_of_work, self.clock, self.publisher
+                self.database.unit_of_work, self.clock, self.publisher, self.dispatch_marks
             )
         return self.database.unit_of_work(
             after_commit=hand_over, on_ledger=self.ledger_observer, worker_events=WORKER_EVENTS
         )
+
+    @cached_property
+    def dispatch_marks(self) -> DispatchMarks:
+        """The process's events handed to the broker after commit and waiting to be marked
+        dispatched, a batch at a time (one transaction per batch, not per use case)."""
+        return DispatchMarks(self.database.unit_of_work, self.clock)
 
     @cached_property
     def payment_provider(self) -> PaymentProvider:
@@ -101,4 +107,6 @@ class Core:
         SeedDefaultBundles(self.uow, self.clock, self.policy.prices)()
 
     def close(self) -> None:
+        if "dispatch_marks" in self.__dict__:
+            self.dispatch_marks.flush()
         self.database.dispose()
