@@ -12,7 +12,7 @@ The after-commit hand-over does not mark each use case's events in a transaction
 `DEFAULT_MARK_DELAY_SECONDS` later. An event whose mark is still waiting may be handed over a
 second time by a relay running just then (or after the process died with its marks), which is
 the same harmless duplicate as above. Events nothing consumes are stored already dispatched
-(`services.events.record_event`) and never reach the broker at all.
+(see `services.events.WORKER_EVENTS`) and never reach the broker at all.
 """
 
 from __future__ import annotations
