@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -348,7 +348,7 @@ def measure_api(
     worker: Server | None = None,
 ) -> Result:
     tally = Tally()
-    groups = {
+    groups: dict[str, Callable[[], Sequence[int]]] = {
         "api": lambda: [pid for server in running for pid in server.pids()],
         "postgres": lambda: postgres_pids(database),
     }
