@@ -136,7 +136,8 @@ class DispatchMarks:
         with self._lock:
             self._waiting.extend(event_ids)
             if len(self._waiting) < self._batch_size:
-                if self._timer is None:
+                # A timer that is gone without flushing (the process forked) is replaced.
+                if self._timer is None or not self._timer.is_alive():
                     self._timer = threading.Timer(self._delay_seconds, self.flush)
                     self._timer.daemon = True
                     self._timer.start()
