@@ -534,6 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers and not args.redis:
         parser.error("--workers needs --redis: the embedded default runs its worker in-process")
     if args.profile is not None:
+        if not Path(sys.executable).with_name("py-spy").exists():
+            parser.error("--profile needs py-spy beside this Python: pip install py-spy")
         args.profile.mkdir(parents=True, exist_ok=True)
     counts = [int(part) for part in args.servers.split(",") if part.strip()]
 
