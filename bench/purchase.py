@@ -18,8 +18,15 @@ What it does:
 3. Runs `--clients` threads, each with its own connection, doing what a purchase must write and
    nothing else: `UPDATE users SET balance = balance - 1.00 WHERE id = ... AND balance >= 1.00
    RETURNING balance`, `INSERT` of the ledger entry, `INSERT` of the token, `COMMIT`.
-4. Prints purchases per second, latency percentiles and the CPU seconds each party used, then
-   the ratio API / bare SQL, and checks the ledger (`zenzefi check-ledger`).
+4. Prints purchases per second, latency percentiles and the CPU seconds each party used, the
+   API's and worker's CPU per purchase, then the ratio API / bare SQL, and checks the ledger
+   (`zenzefi check-ledger`).
+
+With `--redis` and `--workers N`, `zenzefi worker --processes N` consumes the events during the
+API's measurement, and its CPU (the Dramatiq parent and its worker processes) is counted as
+the worker's. With `--profile DIR`, every `zenzefi serve` (and worker) runs under `py-spy
+record` and leaves its samples in DIR as collapsed stacks, one file per process; the profiler
+costs CPU of its own, so take the figures from a run without it.
 
 The load generator is a minimal HTTP/1.1 client on asyncio (one thread), so it costs the machine
 as little as possible: it shares the CPU with the servers and PostgreSQL.
@@ -33,6 +40,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +48,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -91,44 +99,109 @@ def zenzefi(*args: str, env: dict[str, str]) -> str:
     return done.stdout
 
 
+def children(pid: int) -> list[int]:
+    """Every descendant of a process (Linux /proc)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                found += [int(child), *children(int(child))]
+    return found
+
+
 @dataclass
 class Server:
     port: int
     process: subprocess.Popen[bytes]
+    #: True when `process` is py-spy, which runs the server as its child.
+    profiled: bool = False
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def pids(self) -> list[int]:
+        """The processes whose CPU is the server's (never the profiler's)."""
+        if self.profiled:
+            return children(self.process.pid)
+        return [self.process.pid, *children(self.process.pid)]
+
+    def stop(self) -> None:
+        """SIGTERM to the server itself; py-spy writes its profile once its child exits."""
+        if not self.profiled:
+            self.process.terminate()
+            return
+        for pid in children(self.process.pid)[:1]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def launch(
+    name: str, args: list[str], env: dict[str, str], log_dir: Path, profile: Path | None
+) -> tuple[subprocess.Popen[bytes], bool]:
+    """Start `zenzefi ARGS`, under `py-spy record` when `profile` names a folder."""
+    command = [sys.executable, "-m", "zenzefi_api.cli", *args]
+    if profile is not None:
+        py_spy = Path(sys.executable).with_name("py-spy")
+        output = profile / f"{name}.txt"
+        command = [str(py_spy), "record", "--subprocesses", "-f", "raw", "-o", str(output), "--"]
+        command += [sys.executable, "-m", "zenzefi_api.cli", *args]
+    log = (log_dir / f"{name}.log").open("wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=log)  # noqa: S603
+    log.close()
+    return process, profile is not None
+
+
+def stop_all(started: Sequence[Server]) -> None:
+    for server in started:
+        server.stop()
+    for server in started:
+        try:
+            server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
 
 @contextlib.contextmanager
-def servers(count: int, env: dict[str, str], log_dir: Path) -> Iterator[list[Server]]:
+def servers(
+    count: int, env: dict[str, str], log_dir: Path, profile: Path | None = None
+) -> Iterator[list[Server]]:
     """`count` `zenzefi serve` processes, each on its own loopback port, until the block ends."""
     started: list[Server] = []
     try:
         for _ in range(count):
             port = free_port()
-            log = (log_dir / f"serve-{port}.log").open("wb")
-            process = subprocess.Popen(  # noqa: S603 - our own command line
-                [sys.executable, "-m", "zenzefi_api.cli", "serve", "--port", str(port)],
-                env=env,
-                stdout=log,
-                stderr=log,
-            )
-            log.close()
-            started.append(Server(port, process))
+            args = ["serve", "--port", str(port)]
+            process, profiled = launch(f"serve-{port}", args, env, log_dir, profile)
+            started.append(Server(port, process, profiled))
         for server in started:
             wait_until_healthy(server)
         yield started
     finally:
-        for server in started:
-            server.process.terminate()
-        for server in started:
-            try:
-                server.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait()
+        stop_all(started)
+
+
+@contextlib.contextmanager
+def workers(
+    processes: int, env: dict[str, str], log_dir: Path, profile: Path | None = None
+) -> Iterator[Server | None]:
+    """`zenzefi worker --processes N` (port 0: it serves nothing) until the block ends; None
+    when `processes` is 0."""
+    if not processes:
+        yield None
+        return
+    args = ["worker", "--processes", str(processes)]
+    process, profiled = launch("worker", args, env, log_dir, profile)
+    worker = Server(0, process, profiled)
+    try:
+        # Its processes fork and import the app first; give them the time before measuring.
+        time.sleep(5)
+        if process.poll() is not None:
+            raise SystemExit("zenzefi worker exited; see its log")
+        yield worker
+    finally:
+        stop_all([worker])
 
 
 def wait_until_healthy(server: Server, timeout: float = 60.0) -> None:
@@ -267,15 +340,21 @@ async def _purchase_loop(
 
 
 def measure_api(
-    running: list[Server], buyers: list[Buyer], database: str, warmup: float, seconds: float
+    running: list[Server],
+    buyers: list[Buyer],
+    database: str,
+    warmup: float,
+    seconds: float,
+    worker: Server | None = None,
 ) -> Result:
     tally = Tally()
-    meter = CpuMeter(
-        {
-            "api": lambda: [s.process.pid for s in running],
-            "postgres": lambda: postgres_pids(database),
-        }
-    )
+    groups: dict[str, Callable[[], Sequence[int]]] = {
+        "api": lambda: [pid for server in running for pid in server.pids()],
+        "postgres": lambda: postgres_pids(database),
+    }
+    if worker is not None:
+        groups["worker"] = worker.pids
+    meter = CpuMeter(groups)
     client_cpu = 0.0
 
     async def start_meter() -> None:
@@ -395,8 +474,13 @@ def report(results: list[Result], seconds: float) -> None:
     for result in results:
         cpu = ", ".join(f"{name} {used:.1f}" for name, used in result.cpu.items())
         if result.rate and "api" in result.cpu:
-            per_purchase = result.cpu["api"] / (result.rate * seconds) * 1000
-            cpu += f" (API: {per_purchase:.2f} ms per purchase)"
+            purchases = result.rate * seconds
+            per_purchase = result.cpu["api"] / purchases * 1000
+            cpu += f" (API: {per_purchase:.2f} ms per purchase"
+            if "worker" in result.cpu:
+                worker = result.cpu["worker"] / purchases * 1000
+                cpu += f", worker: {worker:.2f} ms, together {per_purchase + worker:.2f} ms"
+            cpu += ")"
         print(
             f"{result.label:34} {result.rate:11.0f} {result.p50_ms:7.1f} {result.p99_ms:7.1f} "
             f"{result.failed:6d}  {cpu}"
@@ -431,8 +515,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the measurement; the bench's keys are deleted at the end). Default: the embedded "
         "default, where each zenzefi serve also runs the worker and the scheduler",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --redis: run `zenzefi worker --processes N` during the API measurement and "
+        "count its CPU (default 0: no worker; on the embedded default each server is its own)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run each server and worker under `py-spy record`, leaving collapsed stacks in DIR",
+    )
     parser.add_argument("--keep-database", action="store_true", help="do not drop it at the end")
     args = parser.parse_args(argv)
+    if args.workers and not args.redis:
+        parser.error("--workers needs --redis: the embedded default runs its worker in-process")
+    if args.profile is not None:
+        if not Path(sys.executable).with_name("py-spy").exists():
+            parser.error("--profile needs py-spy beside this Python: pip install py-spy")
+        args.profile.mkdir(parents=True, exist_ok=True)
     counts = [int(part) for part in args.servers.split(",") if part.strip()]
 
     namespace = f"zenzefi-bench-{os.getpid()}-{secrets.token_hex(4)}"
@@ -451,7 +555,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         if args.redis:
             env.update({"ZENZEFI_REDIS_URL": args.redis, "ZENZEFI_REDIS_NAMESPACE": namespace})
-            print(f"events go to Redis at {args.redis} under {namespace}:, no worker consuming")
+            consuming = (
+                f"`zenzefi worker --processes {args.workers}` consuming"
+                if args.workers
+                else "no worker consuming"
+            )
+            print(f"events go to Redis at {args.redis} under {namespace}:, {consuming}")
         else:
             print("embedded default: each zenzefi serve also runs the worker and the scheduler")
         print(f"database: {database_url(dsn)}")
@@ -464,12 +573,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         buyers: list[Buyer] = []
         results = []
         for count in counts:
-            with servers(count, env, Path(scratch)) as running:
+            with servers(count, env, Path(scratch), args.profile) as running:
                 if not buyers:
                     buyers = make_buyers(running[0].url, args.clients, admin_email)
                 print(f"measuring the HTTP API on {count} process(es)...", flush=True)
                 database = str(conninfo.conninfo_to_dict(dsn)["dbname"])
-                results.append(measure_api(running, buyers, database, args.warmup, args.seconds))
+                with workers(args.workers, env, Path(scratch), args.profile) as worker:
+                    results.append(
+                        measure_api(running, buyers, database, args.warmup, args.seconds, worker)
+                    )
         if not buyers:
             with servers(1, env, Path(scratch)) as running:
                 buyers = make_buyers(running[0].url, args.clients, admin_email)

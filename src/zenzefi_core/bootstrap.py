@@ -30,8 +30,9 @@ from zenzefi_core.security import (
     SecretCipher,
 )
 from zenzefi_core.services.bundles import SeedDefaultBundles
+from zenzefi_core.services.events import WORKER_EVENTS
 from zenzefi_core.services.idempotency import ReplaySecrets
-from zenzefi_core.services.outbox import PublishCommittedEvents
+from zenzefi_core.services.outbox import DispatchMarks, PublishCommittedEvents
 from zenzefi_core.settings import Settings
 
 
@@ -70,10 +71,22 @@ class Core:
         )
 
     def uow(self) -> UnitOfWork:
-        if self.publisher is None:
-            return self.database.unit_of_work(on_ledger=self.ledger_observer)
-        hand_over = PublishCommittedEvents(self.database.unit_of_work, self.clock, self.publisher)
-        return self.database.unit_of_work(after_commit=hand_over, on_ledger=self.ledger_observer)
+        """A unit of work whose events nothing consumes (see `WORKER_EVENTS`) are stored already
+        dispatched, and which hands the others to the broker after commit when there is one."""
+        hand_over = None
+        if self.publisher is not None:
+            hand_over = PublishCommittedEvents(
+                self.database.unit_of_work, self.clock, self.publisher, self.dispatch_marks
+            )
+        return self.database.unit_of_work(
+            after_commit=hand_over, on_ledger=self.ledger_observer, worker_events=WORKER_EVENTS
+        )
+
+    @cached_property
+    def dispatch_marks(self) -> DispatchMarks:
+        """The process's events handed to the broker after commit and waiting to be marked
+        dispatched, a batch at a time (one transaction per batch, not per use case)."""
+        return DispatchMarks(self.database.unit_of_work, self.clock)
 
     @cached_property
     def payment_provider(self) -> PaymentProvider:
@@ -105,4 +118,6 @@ class Core:
         SeedDefaultBundles(self.uow, self.clock, self.policy.prices)()
 
     def close(self) -> None:
+        if "dispatch_marks" in self.__dict__:
+            self.dispatch_marks.flush()
         self.database.dispose()

@@ -46,6 +46,8 @@ WEBHOOK_EVENTS: tuple[str, ...] = (
     "webhook.test",
 )
 TEST_EVENT = "webhook.test"
+#: The outbox event of a manual redelivery (not a webhook event: never sent to a receiver).
+REDELIVERY_EVENT = "webhook.redelivery"
 
 
 def generate_secret(size: int = SECRET_BYTES) -> str:

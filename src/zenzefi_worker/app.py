@@ -268,7 +268,11 @@ class WorkerApp:
     def relay_outbox(self) -> str:
         """Hand pending outbox events to the broker, then re-send overdue emails."""
         relay = RelayOutbox(
-            self.core.uow, self.core.clock, self.publisher, batch_size=DEFAULT_RELAY_BATCH
+            self.core.uow,
+            self.core.clock,
+            self.publisher,
+            batch_size=DEFAULT_RELAY_BATCH,
+            marks=self.core.dispatch_marks,
         )
         dispatched = left = 0
         for _ in range(MAX_BATCHES_PER_RUN):

@@ -21,6 +21,7 @@ from zenzefi_core.adapters.mail import MemoryMailer, SmtpMailer
 from zenzefi_core.adapters.resolver import SocketResolver
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.clock import FixedClock
+from zenzefi_core.domain import OutboxEvent
 from zenzefi_core.domain.webhooks import DeliveryState
 from zenzefi_core.errors import InvalidWebhookUrl
 from zenzefi_core.security import fast_password_hasher
@@ -156,6 +157,38 @@ def test_a_purchase_reaches_the_receiver_signed(
     running.settle()
     assert len(receiver.received) == 1
     assert len(log(core, alice.id, hook.endpoint.id)) == 1
+
+
+def test_only_events_a_subscribed_endpoint_wants_reach_the_broker(
+    hooks: tuple[Core, Running], receiver: Receiver
+) -> None:
+    core, running = hooks
+    alice = account(core, "alice", balance="100.00")
+    handed_over: list[str] = []
+    broker = running.app.publisher
+
+    class Watching:
+        def publish(self, event: OutboxEvent) -> None:
+            handed_over.append(event.event_type)
+            broker.publish(event)
+
+    core.publisher = Watching()
+    buy = PurchaseToken(core.uow, core.clock, core.policy)
+    buy(TokenOrder(user_id=alice.id, duration_hours=1))
+    running.settle()
+    # No endpoint and no email for a purchase: the event never left the database.
+    assert handed_over == []
+    with core.uow() as uow:
+        assert uow.outbox.pending(limit=10) == []
+
+    # An endpoint created a moment before the next purchase gets it.
+    hook = subscribe(core, alice.id, receiver.url, ["token.purchased"])
+    second = buy(TokenOrder(user_id=alice.id, duration_hours=1))
+    running.settle()
+    assert handed_over == ["token.purchased"]
+    [(headers, body)] = receiver.received
+    verify_webhook(hook.secret, headers, body)
+    assert json.loads(body)["data"]["token_id"] == str(second.token.id)
 
 
 def test_failing_twice_then_succeeding_keeps_one_webhook_id(

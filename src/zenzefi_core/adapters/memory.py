@@ -128,9 +128,12 @@ class MemoryStore:
         self.tables = _Tables()
 
     def unit_of_work(
-        self, after_commit: AfterCommit | None = None, on_ledger: LedgerObserver | None = None
+        self,
+        after_commit: AfterCommit | None = None,
+        on_ledger: LedgerObserver | None = None,
+        worker_events: frozenset[str] | None = None,
     ) -> InMemoryUnitOfWork:
-        return InMemoryUnitOfWork(self, after_commit, on_ledger)
+        return InMemoryUnitOfWork(self, after_commit, on_ledger, worker_events)
 
 
 class _UserRepository:
@@ -340,14 +343,29 @@ class _LedgerRepository:
 
 
 class _OutboxRepository:
-    def __init__(self, tables: _Tables) -> None:
+    """`worker_events` as in the SQL adapter's `SqlOutboxRepository`."""
+
+    def __init__(self, tables: _Tables, worker_events: frozenset[str] | None = None) -> None:
         self._t = tables
+        self._worker_events = worker_events
         #: Events added in the current transaction, for the unit of work's after-commit hook.
         self.added: list[OutboxEvent] = []
 
     def add(self, event: OutboxEvent) -> None:
+        if not self._wanted(event):
+            event = dataclasses.replace(
+                event, dispatched_at=event.dispatched_at or event.created_at
+            )
         self._t.outbox[event.id] = event
         self.added.append(event)
+
+    def _wanted(self, event: OutboxEvent) -> bool:
+        if self._worker_events is None or event.event_type in self._worker_events:
+            return True
+        return event.user_id is not None and any(
+            e.is_active and e.user_id == event.user_id and event.event_type in e.events
+            for e in self._t.webhook_endpoints.values()
+        )
 
     def add_all(self, events: Sequence[OutboxEvent]) -> None:
         for event in events:
@@ -1175,8 +1193,10 @@ class InMemoryUnitOfWork:
         store: MemoryStore,
         after_commit: AfterCommit | None = None,
         on_ledger: LedgerObserver | None = None,
+        worker_events: frozenset[str] | None = None,
     ) -> None:
         self._store = store
+        self._worker_events = worker_events
         self._working: _Tables | None = None
         self.committed = False
         self._after_commit = after_commit
@@ -1226,7 +1246,7 @@ class InMemoryUnitOfWork:
     def _rebind(self, tables: _Tables) -> None:
         self.users = _UserRepository(tables)
         self.ledger = _LedgerRepository(tables)
-        self.outbox = _OutboxRepository(tables)
+        self.outbox = _OutboxRepository(tables, self._worker_events)
         self.idempotency = _IdempotencyRepository(tables)
         self.payments = _PaymentRepository(tables)
         self.audit = _AuditLogRepository(tables)

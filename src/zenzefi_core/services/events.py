@@ -7,7 +7,17 @@ from uuid import UUID
 
 from zenzefi_core.domain import OutboxEvent
 from zenzefi_core.ids import new_id
+from zenzefi_core.notifications import KIND_FOR_EVENT
 from zenzefi_core.ports import Clock, UnitOfWork
+from zenzefi_core.webhooks import REDELIVERY_EVENT, TEST_EVENT
+
+#: The events the worker (`zenzefi_worker`) always has work for: those that may lead to an
+#: email (whether one is due is its decision, with the user's preferences and limits at hand)
+#: and the webhook system's own. Any other event matters only to the webhook endpoints of its
+#: user that subscribe to it; the units of work the product runs (`bootstrap.Core.uow`) store
+#: such an event already dispatched when there is none, so it never costs the broker or the
+#: worker anything.
+WORKER_EVENTS: frozenset[str] = frozenset(KIND_FOR_EVENT) | {TEST_EVENT, REDELIVERY_EVENT}
 
 
 def record_event(

@@ -36,6 +36,7 @@ from zenzefi_core.ports import AccessCache, Clock, UnitOfWork, UnitOfWorkFactory
 from zenzefi_core.services.events import record_event
 from zenzefi_core.settings import Settings, WebhookSettings
 from zenzefi_core.webhooks import (
+    REDELIVERY_EVENT,
     TEST_EVENT,
     Resolver,
     SecretCipher,
@@ -53,8 +54,6 @@ _ERROR_LENGTH = 1000
 #: The most of a receiver's answer the attempt log keeps: enough to see why it failed, too
 #: little to make the log a way of reading what some other server answers.
 RESPONSE_EXCERPT_BYTES = 1024
-#: The outbox event of a manual redelivery (not a webhook event: never sent to a receiver).
-REDELIVERY_EVENT = "webhook.redelivery"
 #: Deliveries the log shows at most.
 DELIVERY_LOG_LIMIT = 100
 

@@ -21,9 +21,12 @@ class Database:
         return self.engine.url.render_as_string(hide_password=True)
 
     def unit_of_work(
-        self, after_commit: AfterCommit | None = None, on_ledger: LedgerObserver | None = None
+        self,
+        after_commit: AfterCommit | None = None,
+        on_ledger: LedgerObserver | None = None,
+        worker_events: frozenset[str] | None = None,
     ) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self.engine, after_commit, on_ledger)
+        return SqlAlchemyUnitOfWork(self.engine, after_commit, on_ledger, worker_events)
 
     def migrate(self) -> None:
         upgrade(self.engine)

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, delete, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Text,
+    bindparam,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from zenzefi_core.adapters.sqlalchemy.tables import (
@@ -20,7 +37,9 @@ from zenzefi_core.adapters.sqlalchemy.tables import (
     payment_intents,
     transactions,
     users,
+    webhook_endpoints,
 )
+from zenzefi_core.adapters.sqlalchemy.types import UtcDateTime
 from zenzefi_core.domain import (
     AuditAction,
     AuditEntry,
@@ -55,6 +74,55 @@ def _sum(total: Any) -> Decimal:
     back as -0.0, which must not reach anyone as "-0.00"."""
     amount = ZERO if total is None else Decimal(str(total)).quantize(ZERO)
     return ZERO if amount == ZERO else amount
+
+
+# The statements every purchase runs, built once: building a statement and its cache key
+# costs more Python than executing it, so these are executed with their parameters only.
+_USER_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
+_DELTA = bindparam("delta", type_=users.c.balance.type)
+#: The debit (or credit) itself: the balance check is part of the UPDATE, which returns the
+#: balance it produced.
+_CHANGE_BALANCE = (
+    update(users)
+    .where(users.c.id == bindparam("user_id"), users.c.balance + _DELTA >= 0)
+    .values(balance=_cents(users.c.balance + _DELTA))
+    .returning(users.c.balance)
+)
+_INSERT_ENTRY = insert(transactions)
+_INSERT_EVENTS = insert(outbox_events)
+#: An event stored pending only when an active endpoint of its user subscribes to its type,
+#: otherwise already dispatched at its creation. `pattern` is the LIKE pattern of the JSON
+#: string of the type, as the endpoints' event lists store it.
+_INSERT_EVENT_FOR_SUBSCRIBERS = (
+    insert(outbox_events)
+    .values(
+        id=bindparam("event_id"),
+        event_type=bindparam("event_type"),
+        payload=bindparam("payload", type_=outbox_events.c.payload.type),
+        user_id=bindparam("event_user_id", type_=outbox_events.c.user_id.type),
+        created_at=bindparam("event_created_at", type_=UtcDateTime()),
+        dispatched_at=case(
+            (
+                exists().where(
+                    webhook_endpoints.c.user_id
+                    == bindparam("event_user_id", type_=outbox_events.c.user_id.type),
+                    webhook_endpoints.c.is_active.is_(True),
+                    cast(webhook_endpoints.c.events, Text).like(bindparam("pattern"), escape="/"),
+                ),
+                null(),
+            ),
+            else_=bindparam("event_created_at", type_=UtcDateTime()),
+        ),
+        attempts=bindparam("event_attempts"),
+    )
+    .returning(outbox_events.c.dispatched_at)
+)
+
+
+def _like_pattern(text: str) -> str:
+    """A LIKE pattern (escape character `/`) matching `text` anywhere."""
+    escaped = text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return f"%{escaped}%"
 
 
 def _user(row: Row[Any]) -> User:
@@ -128,7 +196,8 @@ class SqlUserRepository:
         return None if row is None else _user(row)
 
     def get(self, user_id: UUID) -> User | None:
-        return self._one(users.c.id == user_id)
+        row = self._c.execute(_USER_BY_ID, {"user_id": user_id}).first()
+        return None if row is None else _user(row)
 
     def get_by_email(self, email: str) -> User | None:
         return self._one(users.c.email == email.strip().lower())
@@ -161,13 +230,7 @@ class SqlUserRepository:
         return self._set(user_id, session_version=users.c.session_version + 1)
 
     def change_balance(self, user_id: UUID, delta: Decimal) -> Decimal | None:
-        amount = literal(delta, users.c.balance.type)
-        row = self._c.execute(
-            update(users)
-            .where(users.c.id == user_id, users.c.balance + amount >= 0)
-            .values(balance=_cents(users.c.balance + amount))
-            .returning(users.c.balance)
-        ).first()
+        row = self._c.execute(_CHANGE_BALANCE, {"user_id": user_id, "delta": delta}).first()
         return None if row is None else row.balance
 
     def _page(self, where: list[Any], order: list[Any], *, limit: int, offset: int) -> Page[User]:
@@ -236,17 +299,18 @@ class SqlLedgerRepository:
 
     def add(self, entry: LedgerEntry) -> None:
         self._c.execute(
-            insert(transactions).values(
-                id=entry.id,
-                user_id=entry.user_id,
-                amount=entry.amount,
-                balance_after=entry.balance_after,
-                transaction_type=entry.transaction_type.value,
-                description=entry.description,
-                reference_type=entry.reference_type,
-                reference_id=entry.reference_id,
-                created_at=entry.created_at,
-            )
+            _INSERT_ENTRY,
+            {
+                "id": entry.id,
+                "user_id": entry.user_id,
+                "amount": entry.amount,
+                "balance_after": entry.balance_after,
+                "transaction_type": entry.transaction_type.value,
+                "description": entry.description,
+                "reference_type": entry.reference_type,
+                "reference_id": entry.reference_id,
+                "created_at": entry.created_at,
+            },
         )
         self.added.append(entry)
 
@@ -398,8 +462,14 @@ def _event(row: Row[Any]) -> OutboxEvent:
 
 
 class SqlOutboxRepository:
-    def __init__(self, connection: Connection) -> None:
+    """With `worker_events`, an event of any other type is stored pending only when an active
+    webhook endpoint of its user subscribes to it, and otherwise already dispatched with no
+    attempt (nothing would consume it); the check is part of the event's `INSERT`. Without,
+    every event is stored pending."""
+
+    def __init__(self, connection: Connection, worker_events: frozenset[str] | None = None) -> None:
         self._c = connection
+        self._worker_events = worker_events
         #: Events added in the current transaction, for the unit of work's after-commit hook.
         self.added: list[OutboxEvent] = []
 
@@ -409,8 +479,23 @@ class SqlOutboxRepository:
     def add_all(self, events: Sequence[OutboxEvent]) -> None:
         if not events:
             return
+        if self._worker_events is None:
+            self._insert(events)
+            self.added.extend(events)
+            return
+        pending = [event for event in events if event.event_type in self._worker_events]
+        self._insert(pending)
+        stored = {event.id: event for event in pending}
+        for event in events:
+            if event.id not in stored:
+                stored[event.id] = self._add_for_subscribers(event)
+        self.added.extend(stored[event.id] for event in events)
+
+    def _insert(self, events: Sequence[OutboxEvent]) -> None:
+        if not events:
+            return
         self._c.execute(
-            insert(outbox_events),
+            _INSERT_EVENTS,
             [
                 {
                     "id": event.id,
@@ -424,7 +509,29 @@ class SqlOutboxRepository:
                 for event in events
             ],
         )
-        self.added.extend(events)
+
+    def _add_for_subscribers(self, event: OutboxEvent) -> OutboxEvent:
+        """Insert the event, pending only if an endpoint of its user subscribes to its type."""
+        if event.user_id is None or event.dispatched_at is not None:
+            stored = dataclasses.replace(
+                event, dispatched_at=event.dispatched_at or event.created_at
+            )
+            self._insert([stored])
+            return stored
+        dispatched_at = self._c.execute(
+            _INSERT_EVENT_FOR_SUBSCRIBERS,
+            {
+                "event_id": event.id,
+                "event_type": event.event_type,
+                "payload": event.payload,
+                "event_user_id": event.user_id,
+                "event_created_at": event.created_at,
+                "event_attempts": event.attempts,
+                # The list is stored as JSON text; the quoted name matches one whole element.
+                "pattern": _like_pattern(json.dumps(event.event_type)),
+            },
+        ).scalar_one()
+        return dataclasses.replace(event, dispatched_at=dispatched_at)
 
     def get(self, event_id: UUID) -> OutboxEvent | None:
         row = self._c.execute(select(outbox_events).where(outbox_events.c.id == event_id)).first()

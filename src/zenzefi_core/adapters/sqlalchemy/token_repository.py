@@ -51,6 +51,10 @@ def _values(token: AccessToken) -> dict[str, Any]:
     }
 
 
+#: Built once: every purchase inserts its tokens (one or a bundle's) with this one statement.
+_INSERT_TOKENS = insert(access_tokens)
+
+
 class SqlTokenRepository:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
@@ -59,7 +63,7 @@ class SqlTokenRepository:
         if not tokens:
             return
         try:
-            self._c.execute(insert(access_tokens), [_values(token) for token in tokens])
+            self._c.execute(_INSERT_TOKENS, [_values(token) for token in tokens])
         except IntegrityError:
             # Only a repeated id or hash gets here; the transaction is spoiled, so no savepoint:
             # the caller's unit of work rolls back.

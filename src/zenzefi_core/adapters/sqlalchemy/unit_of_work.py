@@ -50,7 +50,7 @@ class SqlAlchemyUnitOfWork:
     again after each commit, so a use case may commit more than once if it needs to. A transient
     database failure leaves as the core's `StorageUnavailable`, so callers never see SQLAlchemy.
     When the block ends, `after_commit` (if given) gets the outbox events it committed, and
-    `on_ledger` (if given) the ledger entries.
+    `on_ledger` (if given) the ledger entries. `worker_events`: see `SqlOutboxRepository`.
     """
 
     users: SqlUserRepository
@@ -75,8 +75,10 @@ class SqlAlchemyUnitOfWork:
         engine: Engine,
         after_commit: AfterCommit | None = None,
         on_ledger: LedgerObserver | None = None,
+        worker_events: frozenset[str] | None = None,
     ) -> None:
         self._engine = engine
+        self._worker_events = worker_events
         self._connection: Connection | None = None
         self._after_commit = after_commit
         self._on_ledger = on_ledger
@@ -90,7 +92,7 @@ class SqlAlchemyUnitOfWork:
             raise StorageUnavailable() from error
         self.users = SqlUserRepository(self._connection)
         self.ledger = SqlLedgerRepository(self._connection)
-        self.outbox = SqlOutboxRepository(self._connection)
+        self.outbox = SqlOutboxRepository(self._connection, self._worker_events)
         self.idempotency = SqlIdempotencyRepository(self._connection)
         self.payments = SqlPaymentRepository(self._connection)
         self.audit = SqlAuditLogRepository(self._connection)
