@@ -48,7 +48,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,29 +173,49 @@ def ratio_rows(rates: dict[str, float], targets: Sequence[Target]) -> list[str]:
 
 
 def frame_package(frame: str) -> str:
-    """Which package a py-spy frame `function (path/to/file.py:line)` belongs to."""
+    """Which package a py-spy frame `function (package/module.py:line)` belongs to (py-spy
+    writes paths relative to `sys.path`); a top-level module stands for itself."""
     start = frame.rfind(" (")
     path = frame[start + 2 :].rstrip(")").rsplit(":", 1)[0] if start >= 0 else frame
     for marker in ("site-packages/", "/src/"):
         if marker in path:
-            return path.split(marker, 1)[1].split("/", 1)[0].removesuffix(".py")
-    if "/lib/python3" in path:
-        module = path.split("/lib/python3", 1)[1].split("/", 2)
-        return module[1].removesuffix(".py") if len(module) > 1 else path
-    return Path(path).name or frame
+            path = path.split(marker, 1)[1]
+    head = path.lstrip("/<").split("/", 1)[0]
+    return head.removesuffix(".py").removesuffix(">")
+
+
+def _samples(collapsed: str) -> Iterator[tuple[list[str], int]]:
+    """(packages of the frames, outermost first; sample count) per line of py-spy's raw
+    output (`frame;frame;...;frame count`)."""
+    for line in collapsed.splitlines():
+        stack, _, number = line.rpartition(" ")
+        if stack and number.isdigit():
+            yield [frame_package(frame) for frame in stack.split(";")], int(number)
 
 
 def profile_shares(collapsed: str) -> dict[str, float]:
-    """Share of samples by the package of the innermost frame, from py-spy's raw output
-    (`frame;frame;...;frame count` per line)."""
+    """Share of samples by the package of the innermost frame (where the CPU was)."""
     counts: Counter[str] = Counter()
-    for line in collapsed.splitlines():
-        stack, _, number = line.rpartition(" ")
-        if not stack or not number.isdigit():
-            continue
-        counts[frame_package(stack.rsplit(";", 1)[-1])] += int(number)
+    for packages, number in _samples(collapsed):
+        counts[packages[-1]] += number
     total = sum(counts.values())
     return {name: count / total for name, count in counts.most_common()} if total else {}
+
+
+def profile_layers(collapsed: str, ignore_above: float = 0.9) -> dict[str, float]:
+    """Share of samples with the package anywhere on the stack (time spent in it or in what
+    it called), leaving out the packages on nearly every stack (the event loop, the server)."""
+    counts: Counter[str] = Counter()
+    total = 0
+    for packages, number in _samples(collapsed):
+        total += number
+        for package in set(packages):
+            counts[package] += number
+    if not total:
+        return {}
+    return {
+        name: count / total for name, count in counts.most_common() if count / total <= ignore_above
+    }
 
 
 # --- tools: wrk, nginx, py-spy ---------------------------------------------------------------
@@ -337,7 +357,9 @@ class Figure:
     name: str
     result: WrkResult
     cpu_ms: dict[str, float]
+    #: Innermost-frame and on-the-stack shares of the API process's samples, by package.
     profile: dict[str, float] = field(default_factory=dict)
+    layers: dict[str, float] = field(default_factory=dict)
 
     def row(self) -> str:
         r = self.result
@@ -394,6 +416,7 @@ class Run:
             raw = self.args.profile / f"{slug(name)}.txt"
             if raw.exists():
                 figure.profile = profile_shares(raw.read_text())
+                figure.layers = profile_layers(raw.read_text())
         self.figures[name] = figure
         print(figure.row(), flush=True)
         return figure
@@ -441,7 +464,8 @@ def serve(
 ) -> tuple[int, subprocess.Popen[bytes]]:
     port = free_port()
     command = [sys.executable, "-m", "zenzefi_api.cli", "serve", "--port", str(port)]
-    command += ["--workers", str(workers)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     process = run.processes.start(
         f"{engine.name}-serve-{workers}-{port}", command, {**engine.env, **(extra or {})}
     )
@@ -694,11 +718,13 @@ def report(run: Run) -> int:
             print(f"- {name}: p99 {r.p99_ms:.0f} ms, max {r.max_ms:.0f} ms "
                   f"(p99 < 250 ms, none over 1 s: {verdict})")  # fmt: skip
     if args.profile is not None:
-        print("\n## Where the API process spends its time (py-spy, innermost frame's package)\n")
+        print("\n## Where the API process spends its time (py-spy samples)\n")
         for name, figure in run.figures.items():
             if figure.profile:
                 top = ", ".join(f"{k} {v:.0%}" for k, v in list(figure.profile.items())[:8])
-                print(f"- {name}: {top}")
+                print(f"- {name}\n  - innermost frame: {top}")
+                top = ", ".join(f"{k} {v:.0%}" for k, v in list(figure.layers.items())[:12])
+                print(f"  - on the stack: {top}")
     print(f"\n({os.cpu_count()} CPUs; load average at the end {load()}; each figure "
           f"{args.seconds:g} s after {args.warmup:g} s of warm-up)")  # fmt: skip
     damaged = [name for name in run.figures if "LEDGER DAMAGED" in name]
@@ -807,9 +833,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         wait_for_port(bare_port)
         run = Run(args, wrk, scratch, processes)
-        for name in args.engines:
-            engine = engine_for(name, args, scratch, stack)
-            measure_engine(run, engine, (bare_port, bare.pid), args.nginx_ports[1])
+        try:
+            for name in args.engines:
+                engine = engine_for(name, args, scratch, stack)
+                measure_engine(run, engine, (bare_port, bare.pid), args.nginx_ports[1])
+        except (Exception, SystemExit):
+            # The scratch folder goes with the run: show what the servers said first.
+            for log in sorted(scratch.glob("*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-15:]
+                print(f"\n--- {log.name} (last lines)\n" + "\n".join(tail), file=sys.stderr)
+            raise
         return report(run)
 
 

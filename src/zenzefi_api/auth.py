@@ -103,7 +103,8 @@ async def authenticated_user(connection: ASGIConnection[Any, Any, Any, Any]) -> 
         return known
     context = api_context(connection.app)
     user_id = context.tokens.verify(connection.headers.get("authorization"))
-    user = await anyio.to_thread.run_sync(IdentifyUser(context.core.uow), user_id)
+    # One statement, no transaction around it: one database round trip.
+    user = await anyio.to_thread.run_sync(IdentifyUser(context.core.reader), user_id)
     connection.scope["user"] = user
     return user
 

@@ -69,6 +69,11 @@ class Core:
         hand_over = PublishCommittedEvents(self.database.unit_of_work, self.clock, self.publisher)
         return self.database.unit_of_work(after_commit=hand_over, on_ledger=self.ledger_observer)
 
+    def reader(self) -> UnitOfWork:
+        """A unit of work for a use case that only reads, with one statement: no transaction,
+        so one database round trip (see `SqlAlchemyUnitOfWork`)."""
+        return self.database.reader()
+
     @cached_property
     def payment_provider(self) -> PaymentProvider:
         """The provider that takes top-ups and signs its callbacks, as configured."""
