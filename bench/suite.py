@@ -25,8 +25,9 @@ What it does:
    the API processes, the worker and PostgreSQL (from /proc); then the ratios against the
    issue's targets, the machine's load, and `zenzefi check-ledger` after the purchases.
 
-`--profile DIR` also samples the single API process with py-spy during each measurement and
-prints where its time goes, by package (`DIR` keeps the raw stacks, flame-graph ready).
+`--profile DIR` also samples the single API process with py-spy during each measurement (the
+thread holding the GIL, so where its Python CPU time goes) and prints the shares by package
+(`DIR` keeps the raw stacks, flame-graph ready).
 
 wrk and the servers share the machine's cores, so every figure is a lower bound; the ratios,
 measured side by side, are what to compare between runs.
@@ -427,7 +428,7 @@ class Run:
         spy = Path(sys.executable).parent / "py-spy"
         return subprocess.Popen(  # noqa: S603 - py-spy with our own arguments
             [str(spy), "record", "--pid", str(pid), "--duration", str(int(self.args.seconds)),
-             "--rate", "250", "--format", "raw", "--nonblocking",
+             "--rate", "250", "--format", "raw", "--nonblocking", "--gil",
              "--output", str(self.args.profile / f"{slug(name)}.txt")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
