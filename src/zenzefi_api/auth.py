@@ -108,10 +108,10 @@ async def authenticated_user(connection: ASGIConnection[Any, Any, Any, Any]) -> 
     known = connection.scope.get("user")
     if isinstance(known, User):
         return known
+    context = api_context(connection.app)
     session = bearer_session(connection)
-    user = await anyio.to_thread.run_sync(
-        IdentifyUser(api_context(connection.app).core.uow), session
-    )
+    # One statement, no transaction around it: one database round trip.
+    user = await anyio.to_thread.run_sync(IdentifyUser(context.core.reader), session)
     connection.scope["user"] = user
     return user
 

@@ -7,8 +7,10 @@ or queue frameworks, so they work where only the core is installed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -43,20 +45,56 @@ def _serve(core: Core, args: argparse.Namespace) -> int:
     configure_logging()
     # Before the worker starts: on the embedded default the scheduler's first jobs run at once.
     core.migrate()
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "timeout_keep_alive": args.keep_alive,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+    }
+    if args.workers > 1:
+        return _serve_processes(core, args.workers, options)
     # Events go to the broker right after each commit; without Redis the worker and the
     # scheduler run in this process too.
     with alongside_api(core):
-        uvicorn.run(
-            create_app(core.settings, core),
-            host=args.host,
-            port=args.port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            timeout_keep_alive=args.keep_alive,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        )
+        uvicorn.run(create_app(core.settings, core), **options)
     return 0
+
+
+def _serve_processes(core: Core, workers: int, options: dict[str, Any]) -> int:
+    """`workers` API processes on one port (see `zenzefi_api.serving` and
+    `zenzefi_api.supervisor`). Without Redis the worker and the scheduler run here, once."""
+    import logging
+
+    import uvicorn
+
+    from zenzefi_api.serving import APP_FACTORY, EMBEDDED_RELAY_SECONDS
+    from zenzefi_api.supervisor import Supervisor
+    from zenzefi_worker.runtime import alongside_api
+
+    logger = logging.getLogger("zenzefi.serve")
+    # Made (or read) here, before the processes start, so they never race to make their own.
+    core.settings.resolved_secret_key()
+    supervisor = Supervisor(uvicorn.Config(APP_FACTORY, factory=True, **options), workers)
+    try:
+        if core.settings.redis.url:
+            # Each API process hands its events to Redis itself; nothing runs beside them here.
+            return supervisor.run()
+        logger.warning(
+            "%d API processes without ZENZEFI_REDIS_URL: each keeps its own proxy token cache "
+            "and rate-limit windows, so a ban made through one process reaches the others' "
+            "proxies only when their cache entry expires (ZENZEFI_PROXY_CACHE_SECONDS); set "
+            "ZENZEFI_REDIS_URL to share them",
+            workers,
+        )
+        with alongside_api(core, relay_seconds=EMBEDDED_RELAY_SECONDS):
+            return supervisor.run()
+    except OSError as error:
+        address = f"{options['host']}:{options['port']}"
+        print(f"error: cannot listen on {address}: {error}", file=sys.stderr)
+        return 2
 
 
 def _worker(core: Core, args: argparse.Namespace) -> int:
@@ -133,6 +171,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least one."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_count(text: str) -> int:
+    """`serve --workers`: a whole number >= 1, or `auto` for one process per usable core."""
+    if text.strip().lower() == "auto":
+        return usable_cores()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto', not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zenzefi",
@@ -150,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"close idle keep-alive connections after this long ({KEEP_ALIVE_SECONDS}); keep "
         "it above the load balancer's idle timeout",
+    )
+    serve.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        metavar="N",
+        help="API processes answering on the port (1); 'auto' starts one per CPU core. SIGHUP "
+        "replaces them one by one, SIGTERM lets them finish their requests and stops them",
     )
     serve.set_defaults(run=_serve)
 

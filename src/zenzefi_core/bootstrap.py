@@ -88,6 +88,11 @@ class Core:
         dispatched, a batch at a time (one transaction per batch, not per use case)."""
         return DispatchMarks(self.database.unit_of_work, self.clock)
 
+    def reader(self) -> UnitOfWork:
+        """A unit of work for a use case that only reads, with one statement: no transaction,
+        so one database round trip (see `SqlAlchemyUnitOfWork`)."""
+        return self.database.reader()
+
     @cached_property
     def payment_provider(self) -> PaymentProvider:
         """The provider that takes top-ups and signs its callbacks, as configured."""

@@ -109,6 +109,8 @@ class Job:
     name: str
     interval_seconds: float
     run: Callable[[], str]
+    #: The level the scheduler logs the summary at; a job run every second logs below INFO.
+    log_level: int = logging.INFO
 
 
 class WorkerApp:

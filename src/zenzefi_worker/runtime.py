@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,11 +48,18 @@ def _require_redis(core: Core, command: str) -> str:
 
 
 @contextmanager
-def alongside_api(core: Core) -> Iterator[WorkerApp]:
+def alongside_api(core: Core, *, relay_seconds: float | None = None) -> Iterator[WorkerApp]:
     """Wire the broker into `core` for as long as the API serves, with the worker threads and
     the scheduler too on the embedded default. The database must be migrated first: the
-    scheduler's first jobs run at once."""
+    scheduler's first jobs run at once. `relay_seconds` replaces the outbox relay's interval
+    (`zenzefi serve --workers N` on the embedded default, whose API processes leave every
+    event to the relay)."""
     app = WorkerApp(core, build_broker(core.settings))
+    if relay_seconds is not None:
+        relay = app.jobs["outbox-relay"]
+        app.jobs[relay.name] = dataclasses.replace(
+            relay, interval_seconds=relay_seconds, log_level=logging.DEBUG
+        )
     embedded = EmbeddedWorker(app) if isinstance(app.broker, StubBroker) else None
     if embedded is not None:
         embedded.start()

@@ -194,7 +194,7 @@ class Scheduler:
             if not due:
                 continue
             try:
-                logger.info("%s", job.run())
+                logger.log(job.log_level, "%s", job.run())
             except Exception:
                 # The next interval tries again; one failing job must not stop the others.
                 logger.exception("job %s failed", job.name)

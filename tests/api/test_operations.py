@@ -101,7 +101,7 @@ def test_an_unexpected_error_is_a_bare_500(client: ApiClient, core, accounts, mo
     def explode(*_: object) -> None:
         raise RuntimeError("SELECT * FROM users -- at db.internal.example:5432")
 
-    monkeypatch.setattr("zenzefi_core.services.balance.GetBalance.__call__", explode)
+    monkeypatch.setattr("zenzefi_core.services.users.IdentifyUser.__call__", explode)
     client.allowed_server_errors = {500}
     response = client.get("/api/v1/currency/balance", headers=user.headers)
     assert response.status_code == 500

@@ -28,6 +28,11 @@ class Database:
     ) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(self.engine, after_commit, on_ledger, worker_events)
 
+    def reader(self) -> SqlAlchemyUnitOfWork:
+        """A unit of work for a use case that reads with one statement (see
+        `SqlAlchemyUnitOfWork`): no transaction around it, nothing to commit."""
+        return SqlAlchemyUnitOfWork(self.engine, read_only=True)
+
     def migrate(self) -> None:
         upgrade(self.engine)
 

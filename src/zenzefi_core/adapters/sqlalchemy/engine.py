@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import select
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, TextClause, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.sql.selectable import SelectBase
 
 
@@ -22,11 +24,18 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+#: The execution option of a connection that runs each statement on its own (a read-only unit
+#: of work): on SQLite no `BEGIN IMMEDIATE`, which would queue a mere read behind the writer.
+READ_ONLY = "zenzefi_read_only"
+
 #: How long connecting to PostgreSQL may take, in whole seconds (libpq's `connect_timeout`).
 #: Without it a database host that does not answer holds each request for the operating
 #: system's TCP timeout, minutes; with it the request gets its 503 after this long. A
 #: `connect_timeout` in the URL wins.
 CONNECT_TIMEOUT_SECONDS = 5
+#: A pooled PostgreSQL connection is replaced after this long, so a connection that a firewall or
+#: proxy dropped without a word is not kept for ever.
+POOL_RECYCLE_SECONDS = 1800
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -39,10 +48,33 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             **kwargs.get("connect_args", {}),
         }
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping (a `SELECT 1` round trip on every checkout): `_drop_if_closed` finds the
+    # connections the server closed without asking it anything, and `pool_recycle` retires
+    # the rest in time.
+    kwargs.setdefault("pool_recycle", POOL_RECYCLE_SECONDS)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "checkout", _drop_if_closed)
+    return engine
+
+
+def _drop_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """On checkout, retry with another connection if the server has closed this one.
+
+    A healthy idle connection has nothing to read; one the server closed (a restart, an idle
+    timeout, `pg_terminate_backend`) has its goodbye or the end of the stream waiting. Looking
+    costs a system call, not a round trip. `DisconnectionError` makes the pool discard the
+    connection and hand out another (connecting anew if need be), so the request never sees it.
+    """
+    try:
+        descriptor = dbapi_connection.fileno()
+    except (psycopg.Error, OSError, ValueError):
+        raise DisconnectionError("the connection is closed") from None
+    poller = select.poll()
+    poller.register(descriptor, select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the connection")
 
 
 def _sqlite_engine(url: str, database: str | None, **kwargs: Any) -> Engine:
@@ -81,6 +113,10 @@ def _sqlite_engine(url: str, database: str | None, **kwargs: Any) -> Engine:
     ) -> None:
         # Raised from here, a "database is locked" is wrapped like the statement's own errors.
         if connection.info.get(_WRITING):
+            return
+        if connection.get_execution_options().get(READ_ONLY):
+            # A read-only unit of work begins nothing: the driver is in autocommit mode, each
+            # statement its own snapshot, and a write is refused by the unit of work.
             return
         if _needs_write_lock(context.compiled, statement):
             _begin_writing(connection, cursor)

@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from zenzefi_core.adapters.sqlalchemy.analytics_queries import SqlAnalyticsQueries
 from zenzefi_core.adapters.sqlalchemy.bundle_repository import SqlBundleRepository
+from zenzefi_core.adapters.sqlalchemy.engine import READ_ONLY
 from zenzefi_core.adapters.sqlalchemy.notification_repository import (
     SqlNotificationLogRepository,
     SqlNotificationPreferenceRepository,
@@ -43,6 +44,15 @@ def _unavailable(error: BaseException | None) -> bool:
     return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
+def read_only_options(engine: Engine) -> dict[str, object]:
+    """Execution options of a connection that runs each statement on its own: autocommit on
+    PostgreSQL; on SQLite (whose driver already runs in autocommit mode, see `engine`) only
+    the mark that tells the engine not to take the write lock with `BEGIN IMMEDIATE`."""
+    if engine.dialect.name == "sqlite":
+        return {READ_ONLY: True}
+    return {READ_ONLY: True, "isolation_level": "AUTOCOMMIT"}
+
+
 class SqlAlchemyUnitOfWork:
     """Opens a connection on enter; leaving without `commit()` rolls back.
 
@@ -51,6 +61,11 @@ class SqlAlchemyUnitOfWork:
     database failure leaves as the core's `StorageUnavailable`, so callers never see SQLAlchemy.
     When the block ends, `after_commit` (if given) gets the outbox events it committed, and
     `on_ledger` (if given) the ledger entries. `worker_events`: see `SqlOutboxRepository`.
+
+    A `read_only` unit of work opens no transaction: each statement stands alone (autocommit),
+    so a use case that reads one row costs one round trip instead of BEGIN, the query and
+    ROLLBACK, and on SQLite it reads beside the writer instead of queueing for its lock.
+    Only for use cases that read with a single statement; `commit()` refuses.
     """
 
     users: SqlUserRepository
@@ -76,9 +91,12 @@ class SqlAlchemyUnitOfWork:
         after_commit: AfterCommit | None = None,
         on_ledger: LedgerObserver | None = None,
         worker_events: frozenset[str] | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self._engine = engine
         self._worker_events = worker_events
+        self._read_only = read_only
         self._connection: Connection | None = None
         self._after_commit = after_commit
         self._on_ledger = on_ledger
@@ -90,6 +108,8 @@ class SqlAlchemyUnitOfWork:
             self._connection = self._engine.connect()
         except DBAPIError as error:
             raise StorageUnavailable() from error
+        if self._read_only:
+            self._connection.execution_options(**read_only_options(self._engine))
         self.users = SqlUserRepository(self._connection)
         self.ledger = SqlLedgerRepository(self._connection)
         self.outbox = SqlOutboxRepository(self._connection, self._worker_events)
@@ -137,6 +157,8 @@ class SqlAlchemyUnitOfWork:
         return self._connection
 
     def commit(self) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work has nothing to commit")
         self._active().commit()
         self._committed_events.extend(self.outbox.added)
         self.outbox.added.clear()
