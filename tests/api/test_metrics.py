@@ -21,6 +21,7 @@ from zenzefi_api.app import create_app
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.errors import StorageUnavailable
 from zenzefi_core.security import fast_password_hasher
+from zenzefi_core.services.events import record_event
 from zenzefi_core.settings import MetricsSettings
 
 BUNDLES = "/api/v1/bundles"
@@ -139,11 +140,15 @@ def test_http_requests_are_labelled_by_route_template_not_raw_path(
 def test_the_system_gauges_come_from_the_database(
     client: ApiClient, core: Core, rick: Account
 ) -> None:
-    # No broker in these tests: the purchase's events stay in the outbox.
+    # No broker in these tests: an event the worker consumes stays in the outbox (one nothing
+    # consumes, such as this purchase's with no webhook endpoint, is stored dispatched).
     bought = client.post(
         "/api/v1/tokens/purchase", json={"duration_hours": 1}, headers=rick.headers
     )
     assert bought.status_code == 201
+    with core.uow() as uow:
+        record_event(uow, core.clock, "webhook.test", {"user_id": str(rick.id)}, user_id=rick.id)
+        uow.commit()
     samples = scrape(client)
     assert value(samples, "zenzefi_database_up") == 1
     with core.uow() as uow:

@@ -25,11 +25,12 @@ import pytest
 import uvicorn
 from litestar import Litestar
 from pydantic import SecretStr
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from zenzefi_api.app import create_app
 from zenzefi_api.context import api_context
 from zenzefi_api.proxy import ProxyRuntime
+from zenzefi_core.adapters.sqlalchemy.tables import outbox_events
 from zenzefi_core.bootstrap import Core
 from zenzefi_core.clock import FixedClock
 from zenzefi_core.domain import TransactionType, User
@@ -238,6 +239,18 @@ class ProxyEnv:
 
     def flush(self) -> None:
         self.server.call(self.runtime.flush())
+
+    def events(self, event_type: str) -> list[dict[str, Any]]:
+        """The payloads of every event of this type recorded so far, oldest first, whether
+        handed to the worker or not: an event nothing consumes (no webhook endpoint, no email)
+        is stored already dispatched."""
+        with self.core.database.engine.connect() as connection:
+            rows = connection.execute(
+                select(outbox_events.c.payload)
+                .where(outbox_events.c.event_type == event_type)
+                .order_by(outbox_events.c.created_at)
+            ).all()
+        return [row.payload for row in rows]
 
     def user(self, name: str | None = None) -> User:
         self.users += 1

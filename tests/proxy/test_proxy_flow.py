@@ -21,9 +21,7 @@ from zenzefi_core.settings import ProxySettings, UpstreamSettings
 
 
 def events(proxy: ProxyEnv, event_type: str) -> list[dict]:
-    with proxy.core.uow() as uow:
-        pending = uow.outbox.pending(limit=1000)
-    return [e.payload for e in pending if e.event_type == event_type]
+    return proxy.events(event_type)
 
 
 def sessions(proxy: ProxyEnv, token_id: str):

@@ -107,9 +107,7 @@ def test_concurrent_first_use_over_http_activates_once(redis_proxy: ProxyEnv) ->
     for thread in threads:
         thread.join()
     assert statuses == [200] * 8
-    with redis_proxy.core.uow() as uow:
-        events = [e for e in uow.outbox.pending(limit=100) if e.event_type == "token.activated"]
-    assert len(events) == 1
+    assert len(redis_proxy.events("token.activated")) == 1
 
 
 def test_two_devices_racing_over_http_exactly_one_wins(redis_proxy: ProxyEnv) -> None:

@@ -5,6 +5,7 @@ long, and a mark that fails only means the relay hands the event over once more.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -157,3 +158,33 @@ def test_events_stored_dispatched_are_not_handed_over(
     PublishCommittedEvents(store, clock, publisher, marks)([done])
     marks.flush()
     assert (publisher.published, store.opened) == ([], 0)
+
+
+def test_a_flush_returns_only_once_a_mark_in_flight_is_written(
+    store: CountingStore, clock: FixedClock
+) -> None:
+    """`Core.close` flushes and then closes the database: a timer's mark still running then
+    would write through a closed engine (and leak its connection)."""
+    events = commit_events(store, clock, 2, lambda _events: None)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_store() -> InMemoryUnitOfWork:
+        if not entered.is_set():  # only the first mark is slow
+            entered.set()
+            assert release.wait(10)
+        return store()
+
+    marks = DispatchMarks(slow_store, clock, delay_seconds=NEVER)
+    marks.add([events[0].id])
+    in_flight = threading.Thread(target=marks.flush)
+    in_flight.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=marks.flush)
+    second.start()
+    second.join(0.2)
+    assert second.is_alive(), "the second flush returned while the first was still marking"
+    release.set()
+    in_flight.join(10)
+    second.join(10)
+    with store.store.unit_of_work() as uow:
+        assert [event.id for event in uow.outbox.pending(limit=10)] == [events[1].id]

@@ -127,6 +127,10 @@ class DispatchMarks:
         self._batch_size = batch_size
         self._delay_seconds = delay_seconds
         self._lock = threading.Lock()
+        # Held while a batch is being marked, so that `flush` returns only once every batch
+        # taken before it is written: a process that flushes and then closes its database
+        # (`Core.close`) never has a timer's mark still running on it.
+        self._marking = threading.Lock()
         self._waiting: list[UUID] = []
         self._timer: threading.Timer | None = None
 
@@ -142,13 +146,15 @@ class DispatchMarks:
                     self._timer.daemon = True
                     self._timer.start()
                 return
-            batch = self._take()
-        self._mark(batch)
+        self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            batch = self._take()
-        self._mark(batch)
+        """Mark what waits, and return once any batch another thread is marking is written."""
+        with self._marking:
+            with self._lock:
+                batch = self._take()
+            if batch:
+                self._write(batch)
 
     def _take(self) -> list[UUID]:
         """Called holding the lock: the waiting ids, leaving none and no timer behind."""
@@ -159,9 +165,7 @@ class DispatchMarks:
             self._timer = None
         return batch
 
-    def _mark(self, event_ids: list[UUID]) -> None:
-        if not event_ids:
-            return
+    def _write(self, event_ids: list[UUID]) -> None:
         try:
             with self._uow_factory() as uow:
                 uow.outbox.mark_dispatched(event_ids, self._clock.now())
