@@ -40,6 +40,7 @@ def _serve(core: Core, args: argparse.Namespace) -> int:
 
     from zenzefi_api.access_log import configure_logging
     from zenzefi_api.app import create_app
+    from zenzefi_api.serving import settle_heap
     from zenzefi_worker.runtime import alongside_api
 
     configure_logging()
@@ -59,7 +60,9 @@ def _serve(core: Core, args: argparse.Namespace) -> int:
     # Events go to the broker right after each commit; without Redis the worker and the
     # scheduler run in this process too.
     with alongside_api(core):
-        uvicorn.run(create_app(core.settings, core), **options)
+        app = create_app(core.settings, core)
+        app.on_startup.append(settle_heap)
+        uvicorn.run(app, **options)
     return 0
 
 

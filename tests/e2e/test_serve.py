@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -11,13 +12,20 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from litestar import Litestar
+from litestar.testing import TestClient
 
-from zenzefi_api.cli import build_parser, usable_cores
+from zenzefi_api import access_log, serving
+from zenzefi_api.cli import build_parser, main, usable_cores
+from zenzefi_api.serving import settle_heap
+from zenzefi_worker import runtime
 
 
 def _free_port() -> int:
@@ -310,3 +318,56 @@ def test_serve_workers_takes_a_count_or_auto(capsys: pytest.CaptureFixture[str])
             build_parser().parse_args(["serve", "--workers", wrong])
         assert exited.value.code == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def test_settle_heap_collects_the_garbage_then_freezes_what_is_left() -> None:
+    class Node:
+        other: Node | None = None
+
+    kept = Node()
+    cycle = Node()
+    cycle.other = cycle
+    gone = weakref.ref(cycle)
+    del cycle
+    assert gc.get_freeze_count() == 0
+    try:
+        settle_heap()
+        # The cycle was garbage: collected, not frozen for the life of the process.
+        assert gone() is None
+        # What was alive is frozen: a full collection no longer walks it.
+        assert gc.get_freeze_count() > 0
+        assert not any(obj is kept for obj in gc.get_objects())
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    assert any(obj is kept for obj in gc.get_objects())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_served_apps_settle_their_heap_once_started(
+    workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways of serving (one process: `_serve` builds the app; several: each process builds
+    it with `api_process_app`) freeze the heap after the app's startup, not before."""
+    for name in [k for k in os.environ if k.startswith("ZENZEFI_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ZENZEFI_DATA_DIR", str(tmp_path / "data"))
+    # Neither the process-wide logging set-up nor the embedded worker belongs in this process.
+    monkeypatch.setattr(serving, "configure_logging", lambda: None)
+    monkeypatch.setattr(access_log, "configure_logging", lambda: None)
+    monkeypatch.setattr(runtime, "alongside_api", lambda core, **_: contextlib.nullcontext())
+    apps: list[Litestar] = []
+    if workers == 1:
+        monkeypatch.setattr(uvicorn, "run", lambda app, **_: apps.append(app))
+        assert main(["serve", "--port", str(_free_port())]) == 0
+    else:
+        apps.append(serving.api_process_app())
+    (app,) = apps
+    assert app.on_startup[-1] is settle_heap
+    assert gc.get_freeze_count() == 0
+    try:
+        with TestClient(app) as client:
+            assert gc.get_freeze_count() > 0
+            assert client.get("/health").status_code == 200
+    finally:
+        gc.unfreeze()
