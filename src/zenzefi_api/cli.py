@@ -73,7 +73,7 @@ def _serve_processes(core: Core, workers: int, options: dict[str, Any]) -> int:
 
     import uvicorn
 
-    from zenzefi_api.serving import APP_FACTORY, EMBEDDED_RELAY_SECONDS
+    from zenzefi_api.serving import APP_FACTORY, EMBEDDED_CACHE_SECONDS, EMBEDDED_RELAY_SECONDS
     from zenzefi_api.supervisor import Supervisor
     from zenzefi_worker.runtime import alongside_api
 
@@ -87,10 +87,11 @@ def _serve_processes(core: Core, workers: int, options: dict[str, Any]) -> int:
             return supervisor.run()
         logger.warning(
             "%d API processes without ZENZEFI_REDIS_URL: each keeps its own proxy token cache "
-            "and rate-limit windows, so a ban made through one process reaches the others' "
-            "proxies only when their cache entry expires (ZENZEFI_PROXY_CACHE_SECONDS); set "
+            "(entries live %.0f s at most, so a ban made through one process reaches the "
+            "others' proxies within that) and its own rate-limit windows; set "
             "ZENZEFI_REDIS_URL to share them",
             workers,
+            EMBEDDED_CACHE_SECONDS,
         )
         with alongside_api(core, relay_seconds=EMBEDDED_RELAY_SECONDS):
             return supervisor.run()

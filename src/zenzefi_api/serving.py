@@ -15,6 +15,12 @@ Where the events go depends on the broker:
   outbox, which the supervisor's relay empties every `EMBEDDED_RELAY_SECONDS` (instead of the
   usual `ZENZEFI_SCHEDULER_OUTBOX_RELAY_SECONDS`). An event committed in any process is
   delivered, a second later at most.
+
+Without Redis each API process also keeps its own proxy token cache, which a ban, a revocation
+or a deactivation made through another process cannot clear. Its entries therefore live at most
+`EMBEDDED_CACHE_SECONDS` there (instead of `ZENZEFI_PROXY_CACHE_SECONDS`), the bound a local
+copy of a Redis entry has too: whichever process took the ban, every proxy refuses the token
+within that time.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from zenzefi_core.settings import Settings
 
 #: How often the supervisor's relay hands the API processes' events over on the embedded default.
 EMBEDDED_RELAY_SECONDS = 1.0
+#: The longest an API process under the supervisor keeps a proxy token cache entry of its own
+#: without Redis (where nothing tells it of a ban made through another process).
+EMBEDDED_CACHE_SECONDS = 5.0
 #: The import string uvicorn's processes build their app from.
 APP_FACTORY = "zenzefi_api.serving:api_process_app"
 
@@ -57,6 +66,9 @@ def api_process_app() -> Litestar:
     leaves them to the supervisor's relay (see the module's docstring)."""
     configure_logging()
     settings = Settings()
+    if not settings.redis.url and settings.proxy.cache_seconds > EMBEDDED_CACHE_SECONDS:
+        proxy = settings.proxy.model_copy(update={"cache_seconds": EMBEDDED_CACHE_SECONDS})
+        settings = settings.model_copy(update={"proxy": proxy})
     app = create_app(settings)
     if settings.redis.url:
         from zenzefi_worker.app import WorkerApp

@@ -24,6 +24,7 @@ from litestar.testing import TestClient
 
 from zenzefi_api import access_log, serving
 from zenzefi_api.cli import build_parser, main, usable_cores
+from zenzefi_api.context import api_context
 from zenzefi_api.serving import settle_heap
 from zenzefi_worker import runtime
 
@@ -371,3 +372,19 @@ def test_served_apps_settle_their_heap_once_started(
             assert client.get("/health").status_code == 200
     finally:
         gc.unfreeze()
+
+
+def test_processes_without_redis_keep_a_token_for_seconds_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the supervisor without Redis, a ban made through one process cannot clear the
+    others' token caches, so their entries are kept briefly whatever the setting says; a
+    shorter setting stays."""
+    for name in [k for k in os.environ if k.startswith("ZENZEFI_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ZENZEFI_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(serving, "configure_logging", lambda: None)
+    for configured, kept in (("300", serving.EMBEDDED_CACHE_SECONDS), ("2", 2.0)):
+        monkeypatch.setenv("ZENZEFI_PROXY_CACHE_SECONDS", configured)
+        app = serving.api_process_app()
+        assert api_context(app).settings.proxy.cache_seconds == kept
