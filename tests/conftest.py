@@ -142,6 +142,22 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+@pytest.fixture
+def redis_namespace(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own, removed afterwards, so parallel tests never meet."""
+    import redis
+
+    namespace = f"zenzefi-test-{os.getpid()}-{secrets.token_hex(4)}"
+    yield namespace
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 StoreMaker = Callable[[], UnitOfWorkFactory]
 
 

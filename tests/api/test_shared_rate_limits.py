@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,16 +49,8 @@ def run(make: Callable[[], Awaitable[T]]) -> T:
 
 
 @pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    """A namespace of this test's own; its keys are deleted afterwards."""
-    name = f"ratelimit-test-{secrets.token_hex(6)}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for key in client.scan_iter(match=f"{name}:*"):
-            client.delete(key)
-    finally:
-        client.close()
+def namespace(redis_namespace: str) -> str:
+    return redis_namespace
 
 
 @pytest.mark.redis

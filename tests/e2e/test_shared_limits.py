@@ -4,7 +4,6 @@ runs them: the login and register limits hold across both, instead of doubling."
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -21,15 +20,8 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    name = f"serve-limits-{secrets.token_hex(6)}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for key in client.scan_iter(match=f"{name}:*"):
-            client.delete(key)
-    finally:
-        client.close()
+def namespace(redis_namespace: str) -> str:
+    return redis_namespace
 
 
 @pytest.fixture

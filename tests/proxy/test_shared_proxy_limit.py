@@ -3,12 +3,10 @@ refuses nobody (the proxy fails open to counting in each process)."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
@@ -17,15 +15,8 @@ from zenzefi_core.settings import ProxySettings, RedisSettings
 
 
 @pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    name = f"proxy-limit-test-{secrets.token_hex(6)}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for key in client.scan_iter(match=f"{name}:*"):
-            client.delete(key)
-    finally:
-        client.close()
+def namespace(redis_namespace: str) -> str:
+    return redis_namespace
 
 
 def _two_processes(

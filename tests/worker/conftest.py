@@ -3,8 +3,6 @@ thread (or Redis), and a real SMTP server on loopback."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -13,7 +11,6 @@ from typing import Any
 
 import dramatiq
 import pytest
-import redis
 from dramatiq.brokers.stub import StubBroker
 from pydantic import SecretStr
 from sqlalchemy import Engine
@@ -129,20 +126,6 @@ def running(core: Core, settings: Settings) -> Iterator[Running]:
     running.worker.start()
     yield running
     running.worker.stop(timeout=5_000)
-
-
-@pytest.fixture
-def redis_namespace(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own, removed afterwards, so parallel tests never meet."""
-    namespace = f"zenzefi-test-{os.getpid()}-{secrets.token_hex(4)}"
-    yield namespace
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @pytest.fixture
